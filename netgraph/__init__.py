@@ -1,0 +1,74 @@
+"""netgraph — the truth about the topology of pruned (masked) neural networks.
+
+A pruned network is a layered DAG::
+
+    input(784) --fc1.weight--> fc1(300) --fc2.weight--> fc2(100) --fc3.weight--> fc3(10)
+
+*Groups* are sets of units (neurons, channels, input features); *blocks* are boolean
+sparse matrices ``C`` of shape ``(width_src, width_dst)`` joining two groups, either from
+a prunable weight's mask or from the architecture (identity, flatten expansion,
+all-to-all).  A kept connection ``(i, j)`` is
+
+* **accessible** when some input reaches ``i``,
+* **coaccessible** when ``j`` reaches some output,
+* **effective** when both, **dead** otherwise, and
+* **constant** when dead, fed by a bias / BN shift, and coaccessible.
+
+Public surface
+--------------
+=============================  ==================================================
+``GraphBuilder``, ``chain``    build a :class:`LayeredGraph` (validated on build)
+``reachability``               accessible / coaccessible / constant unit vectors
+``products``                   the papers' S_a, S_c (boolean or path counts)
+``audit``                      a frozen :class:`AuditReport` (``.to_dict()``)
+``load_checkpoint``            a state_dict file → :class:`Checkpoint` (safe loaders only)
+``graph_from_checkpoint``      infer a chain from a state_dict's shapes
+``repair_state_dict``          zero dead weights of a chain checkpoint
+``to_networkx``                the unit-level graph, for your own analysis
+=============================  ==================================================
+
+The core imports only numpy and scipy; torch is imported lazily by the checkpoint
+reader and the model tracer, networkx only by :func:`to_networkx`.
+"""
+
+from ._audit import AuditReport, AuditSummary, LayerAudit, audit
+from ._graph import Block, GraphBuilder, Group, LayeredGraph, chain, pair_selector, weight_pairs
+from ._reach import Product, Reachability, products, reachability
+from .errors import (
+    BadCheckpoint,
+    ChainNotInferable,
+    HasACycle,
+    InvalidGraph,
+    NetgraphError,
+    TraceFailed,
+    UnsafeCheckpoint,
+    VerificationFailed,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuditReport",
+    "AuditSummary",
+    "LayerAudit",
+    "audit",
+    "Block",
+    "GraphBuilder",
+    "Group",
+    "LayeredGraph",
+    "chain",
+    "pair_selector",
+    "weight_pairs",
+    "Product",
+    "Reachability",
+    "products",
+    "reachability",
+    "BadCheckpoint",
+    "ChainNotInferable",
+    "HasACycle",
+    "InvalidGraph",
+    "NetgraphError",
+    "TraceFailed",
+    "UnsafeCheckpoint",
+    "VerificationFailed",
+]

@@ -1,0 +1,175 @@
+"""The audit: per weighted block and in total, how many kept weights are effective, dead, constant.
+
+Contract
+--------
+Counts are of *weights* (each kernel tap counts), taken from the blocks' ``taps``.
+
+* kept: mask is 1.  accessible: kept and its source unit is accessible.  coaccessible:
+  kept and its destination unit is coaccessible.  effective: both.  dead = kept − effective.
+* constant: dead weights whose source unit carries a constant (bias / BN shift) and whose
+  destination is coaccessible — input-independent, foldable into the next bias.
+* dead_units_in / dead_units_out: source / destination units of the block with no
+  effective connection in it.
+* sparsity = 1 − kept/weights; effective_sparsity = 1 − effective/weights.
+* collapsed (layer): kept > 0 and effective == 0.  collapsed (summary): kept > 0 and
+  effective == 0 over the whole network — the outputs no longer depend on the inputs.
+* dead_inputs: input units that reach no output; dead_outputs: output units no input reaches.
+
+The report is a frozen dataclass; :meth:`AuditReport.to_dict` gives the stable JSON form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ._graph import LayeredGraph
+from ._reach import Reachability, reachability
+
+__all__ = ["LayerAudit", "AuditSummary", "AuditReport", "audit"]
+
+
+@dataclass(frozen=True)
+class LayerAudit:
+    name: str
+    shape: tuple[int, ...]
+    weights: int
+    kept: int
+    accessible: int
+    coaccessible: int
+    effective: int
+    dead: int
+    constant: int
+    dead_units_in: int
+    dead_units_out: int
+    sparsity: float
+    effective_sparsity: float
+    collapsed: bool
+
+
+@dataclass(frozen=True)
+class AuditSummary:
+    weights: int
+    kept: int
+    effective: int
+    dead: int
+    constant: int
+    sparsity: float
+    effective_sparsity: float
+    collapsed: bool
+    dead_units: int
+    dead_inputs: int
+    dead_outputs: int
+    layers_collapsed: int
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    source: str
+    summary: AuditSummary
+    layers: tuple[LayerAudit, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict:
+        """The stable JSON form (see the README): plain ints, floats, bools, lists, strings."""
+        layers = []
+        for layer in self.layers:
+            d = asdict(layer)
+            d["shape"] = list(layer.shape)
+            layers.append(d)
+        return {"source": self.source, "summary": asdict(self.summary), "layers": layers,
+                "warnings": list(self.warnings)}
+
+    def layer(self, name: str) -> LayerAudit:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def has_dead(self) -> bool:
+        return self.summary.dead > 0
+
+    def to_text(self) -> str:
+        """A per-layer table and a summary, for terminals."""
+        head = ("layer", "shape", "weights", "kept", "effective", "dead", "constant",
+                "dead in", "dead out", "eff.sparsity")
+        rows = [head]
+        for l in self.layers:
+            rows.append((l.name, "x".join(map(str, l.shape)), f"{l.weights:,}", f"{l.kept:,}",
+                         f"{l.effective:,}", f"{l.dead:,}", f"{l.constant:,}", f"{l.dead_units_in:,}",
+                         f"{l.dead_units_out:,}",
+                         f"{100 * l.effective_sparsity:.2f}%" + (" COLLAPSED" if l.collapsed else "")))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = [f"audit of {self.source}"]
+        for k, r in enumerate(rows):
+            lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+            if k == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        s = self.summary
+        pct = (100.0 * s.dead / s.kept) if s.kept else 0.0
+        lines += [
+            "",
+            f"weights {s.weights:,}  kept {s.kept:,}  effective {s.effective:,}  "
+            f"dead {s.dead:,} ({pct:.1f}% of kept)  constant {s.constant:,}",
+            f"sparsity {100 * s.sparsity:.2f}%  effective sparsity {100 * s.effective_sparsity:.2f}%  "
+            f"dead units {s.dead_units:,}  dead inputs {s.dead_inputs:,}  dead outputs {s.dead_outputs:,}",
+        ]
+        if s.collapsed:
+            lines.append("COLLAPSED: no kept weight is effective; the outputs do not depend on the inputs")
+        for w in self.warnings:
+            lines.append(f"warning: {w}")
+        return "\n".join(lines)
+
+
+def _ratio(a: int, b: int) -> float:
+    return float(a) / float(b) if b else 0.0
+
+
+def audit(graph: LayeredGraph, reach: Reachability | None = None, *, source: str = "<graph>",
+          warnings: tuple[str, ...] = ()) -> AuditReport:
+    """Audit a graph: counts per weighted block, in forward order, and a summary.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from netgraph import chain
+    >>> rep = audit(chain([np.array([[1, 1], [0, 0]]), np.array([[0, 1]])]))
+    >>> rep.summary.kept, rep.summary.effective, rep.summary.dead
+    (3, 0, 3)
+    """
+    r = reach if reach is not None else reachability(graph)
+    layers = []
+    for b in graph.weighted_blocks:
+        m = r.pair_masks(b)
+        taps = b.taps
+        eff = m["effective"]
+        kept = int(taps.sum())
+        effective = int(taps[eff].sum())
+        src_live = np.zeros(b.shape[0], bool)
+        src_live[b.rows[eff]] = True
+        dst_live = np.zeros(b.shape[1], bool)
+        dst_live[b.cols[eff]] = True
+        layers.append(LayerAudit(
+            name=b.name, shape=b.weight_shape, weights=b.weights, kept=kept,
+            accessible=int(taps[m["accessible"]].sum()), coaccessible=int(taps[m["coaccessible"]].sum()),
+            effective=effective, dead=kept - effective, constant=int(taps[m["constant"]].sum()),
+            dead_units_in=int((~src_live).sum()), dead_units_out=int((~dst_live).sum()),
+            sparsity=1.0 - _ratio(kept, b.weights), effective_sparsity=1.0 - _ratio(effective, b.weights),
+            collapsed=kept > 0 and effective == 0,
+        ))
+    weights = sum(l.weights for l in layers)
+    kept = sum(l.kept for l in layers)
+    effective = sum(l.effective for l in layers)
+    summary = AuditSummary(
+        weights=weights, kept=kept, effective=effective, dead=kept - effective,
+        constant=sum(l.constant for l in layers),
+        sparsity=1.0 - _ratio(kept, weights), effective_sparsity=1.0 - _ratio(effective, weights),
+        collapsed=kept > 0 and effective == 0,
+        dead_units=sum(l.dead_units_out for l in layers),
+        dead_inputs=int(sum((~r.coaccessible[s]).sum() for s in graph.sources)),
+        dead_outputs=int(sum((~r.accessible[s]).sum() for s in graph.sinks)),
+        layers_collapsed=sum(l.collapsed for l in layers),
+    )
+    return AuditReport(source, summary, tuple(layers), tuple(graph.warnings) + tuple(warnings))
