@@ -364,12 +364,21 @@ class GraphBuilder:
         idx = np.arange(w, dtype=np.int64)
         self._structural(name or f"{src}->{dst}", src, dst, IDENTITY, idx, idx)
 
-    def expand(self, src: str, dst: str, factor: int, *, name: str | None = None) -> None:
-        """Channel c of ``src`` feeds units ``c*factor … (c+1)*factor-1`` of ``dst`` (flatten)."""
+    def expand(self, src: str, dst: str, factor: int, *, channels_last: bool = False,
+               name: str | None = None) -> None:
+        """Flatten: each unit of ``src`` feeds ``factor`` units of ``dst``.
+
+        Channels first (PyTorch's ``(C, H, W)`` flatten): channel ``c`` feeds units
+        ``c*factor … (c+1)*factor-1``.  Channels last (``(n_nodes, C)`` flattened node-major,
+        as in a GCN's dense layer): channel ``c`` feeds units ``c, c+C, c+2C, …``.
+        """
         w = self._need(src)
         self._group(dst, w * factor, who=f"expansion of {src!r} by {factor}")
         rows = np.repeat(np.arange(w, dtype=np.int64), factor)
-        cols = np.arange(w * factor, dtype=np.int64)
+        if channels_last:
+            cols = rows + w * np.tile(np.arange(factor, dtype=np.int64), w)
+        else:
+            cols = np.arange(w * factor, dtype=np.int64)
         self._structural(name or f"{src}->{dst}", src, dst, EXPAND, rows, cols)
 
     def connect(self, src: str, dst: str, matrix, *, name: str | None = None, note: str = "") -> None:
