@@ -23,7 +23,9 @@ Public surface
 ``audit``                      a frozen :class:`AuditReport` (``.to_dict()``)
 ``load_checkpoint``            a state_dict file → :class:`Checkpoint` (safe loaders only)
 ``graph_from_checkpoint``      infer a chain from a state_dict's shapes
-``repair_state_dict``          zero dead weights of a chain checkpoint
+``prune_masks``                clear dead weights (function-preserving)
+``reconnect_masks``            re-spend the freed budget on effective connections
+``graph_to_spec``              a graph's topology as plain data (stored in checkpoints)
 ``to_networkx``                the unit-level graph, for your own analysis
 =============================  ==================================================
 
@@ -32,6 +34,11 @@ reader and the model tracer, networkx only by :func:`to_networkx`.
 """
 
 from ._audit import AuditReport, AuditSummary, LayerAudit, audit
+from ._checkpoint import Checkpoint, PrunableWeight, checkpoint_from_state_dict, load_checkpoint, save_checkpoint
+from ._export import to_networkx
+from ._infer import graph_from_checkpoint, infer_chain
+from ._repair import RepairResult, prune_masks, reconnect_masks
+from ._spec import graph_from_spec, graph_to_spec
 from ._graph import Block, GraphBuilder, Group, LayeredGraph, chain, pair_selector, weight_pairs
 from ._reach import Product, Reachability, products, reachability
 from .errors import (
@@ -48,6 +55,19 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Checkpoint",
+    "PrunableWeight",
+    "checkpoint_from_state_dict",
+    "load_checkpoint",
+    "save_checkpoint",
+    "to_networkx",
+    "graph_from_checkpoint",
+    "infer_chain",
+    "RepairResult",
+    "prune_masks",
+    "reconnect_masks",
+    "graph_from_spec",
+    "graph_to_spec",
     "AuditReport",
     "AuditSummary",
     "LayerAudit",

@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"netgraph: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `netgraph audit ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("netgraph: interrupted", file=sys.stderr)
         return 130
