@@ -11,8 +11,10 @@ Counts are of *weights* (each kernel tap counts), taken from the blocks' ``taps`
 * dead_units_in / dead_units_out: source / destination units of the block with no
   effective connection in it.
 * sparsity = 1 − kept/weights; effective_sparsity = 1 − effective/weights.
-* collapsed (layer): kept > 0 and effective == 0.  collapsed (summary): kept > 0 and
-  effective == 0 over the whole network — the outputs no longer depend on the inputs.
+* collapsed (layer): kept > 0 and effective == 0.  collapsed (summary): kept > 0 and no
+  output unit is accessible — the outputs no longer depend on the inputs.  On a chain this
+  is exactly "kept > 0 and effective == 0"; on a DAG a skip connection can carry the
+  signal around a layer whose weights are all dead, and then the network has not collapsed.
 * dead_inputs: input units that reach no output; dead_outputs: output units no input reaches.
 
 The report is a frozen dataclass; :meth:`AuditReport.to_dict` gives the stable JSON form.
@@ -166,7 +168,7 @@ def audit(graph: LayeredGraph, reach: Reachability | None = None, *, source: str
         weights=weights, kept=kept, effective=effective, dead=kept - effective,
         constant=sum(l.constant for l in layers),
         sparsity=1.0 - _ratio(kept, weights), effective_sparsity=1.0 - _ratio(effective, weights),
-        collapsed=kept > 0 and effective == 0,
+        collapsed=kept > 0 and not any(r.accessible[s].any() for s in graph.sinks),
         dead_units=sum(l.dead_units_out for l in layers),
         dead_inputs=int(sum((~r.coaccessible[s]).sum() for s in graph.sources)),
         dead_outputs=int(sum((~r.accessible[s]).sum() for s in graph.sinks)),

@@ -101,29 +101,29 @@ def reconnect_masks(graph: LayeredGraph, masks: Mapping[str, np.ndarray], scores
     budget = pruned.removed
     # Removing a dead weight can make a unit inaccessible (its only incoming weights were
     # dead because the unit reached no output), so the candidates come from the pruned graph.
-    graph = rebuild_with_masks(graph, pruned.masks)
-    r = reachability(graph)
-    names, flat_scores, flat_index = [], [], []
-    for b in graph.weighted_blocks:
-        m = pruned.masks[b.name]
-        cand = ~m & pair_selector(b, r.accessible[b.src], r.coaccessible[b.dst])
-        idx = np.flatnonzero(cand)
-        if idx.size == 0:
-            continue
-        s = np.abs(np.asarray(scores[b.name], dtype=np.float64)).reshape(-1)[idx]
-        names.append(b.name)
-        flat_scores.append(s)
-        flat_index.append(idx)
+    # Each added weight joins an accessible unit to a coaccessible one; that can make new
+    # units accessible / coaccessible and so create new candidates: spend in rounds.
     out = {k: v.copy() for k, v in pruned.masks.items()}
     added = 0
-    if budget and flat_scores:
+    while added < budget:
+        graph = rebuild_with_masks(graph, out)
+        r = reachability(graph)
+        names, flat_scores, flat_index = [], [], []
+        for b in graph.weighted_blocks:
+            cand = ~out[b.name] & pair_selector(b, r.accessible[b.src], r.coaccessible[b.dst])
+            idx = np.flatnonzero(cand)
+            if idx.size:
+                names.append(b.name)
+                flat_scores.append(np.abs(np.asarray(scores[b.name], dtype=np.float64)).reshape(-1)[idx])
+                flat_index.append(idx)
+        if not flat_scores:
+            break
         all_scores = np.concatenate(flat_scores)
         which = np.concatenate([np.full(s.size, i) for i, s in enumerate(flat_scores)])
         where = np.concatenate(flat_index)
-        take = min(budget, all_scores.size)
-        # stable: highest score first, then block order, then position
-        order = np.lexsort((where, which, -all_scores))[:take]
-        for i in order:
+        take = min(budget - added, all_scores.size)
+        # highest score first, then block order, then position (deterministic)
+        for i in np.lexsort((where, which, -all_scores))[:take]:
             out[names[which[i]]].reshape(-1)[where[i]] = True
-        added = int(take)
+        added += int(take)
     return RepairResult(out, pruned.removed, added, pruned.kept_before, pruned.kept_before - pruned.removed + added)

@@ -80,6 +80,7 @@ def graph_from_spec(spec: Mapping, masks: Mapping[str, np.ndarray], tensors: Map
         if spec.get("version") != SPEC_VERSION:
             raise BadCheckpoint(f"{source}: topology spec version {spec.get('version')!r}; expected {SPEC_VERSION}")
         b = GraphBuilder()
+        widths = {name: int(width) for name, width in spec["groups"]}
         for name, width in spec["inputs"]:
             b.input(name, width)
         for name, width in spec["groups"]:
@@ -97,18 +98,16 @@ def graph_from_spec(spec: Mapping, masks: Mapping[str, np.ndarray], tensors: Map
             elif kind == IDENTITY:
                 b.identity(blk["src"], blk["dst"], name=blk["name"])
             elif kind == DENSE:
-                b.dense(blk["src"], blk["dst"], name=blk["name"], note=blk.get("note", ""))
+                b.dense(blk["src"], blk["dst"], widths[blk["dst"]], name=blk["name"], note=blk.get("note", ""))
             elif kind == "sparse":
-                w_src = dict(map(tuple, spec["groups"]))[blk["src"]]
-                w_dst = dict(map(tuple, spec["groups"]))[blk["dst"]]
+                w_src, w_dst = widths[blk["src"]], widths[blk["dst"]]
                 rows, cols = np.asarray(blk["rows"], np.int64), np.asarray(blk["cols"], np.int64)
                 m = sp.coo_matrix((np.ones(rows.size, bool), (rows, cols)), shape=(w_src, w_dst))
                 b.connect(blk["src"], blk["dst"], m, name=blk["name"])
             else:
                 raise BadCheckpoint(f"{source}: topology block {blk.get('name')!r} has unknown kind {kind!r}")
         for g, units in spec.get("constants", {}).items():
-            b.group(g, dict(map(tuple, spec["groups"]))[g])
-            seeds = np.zeros(dict(map(tuple, spec["groups"]))[g], bool)
+            seeds = np.zeros(widths[g], bool)
             seeds[np.asarray(units, np.int64)] = True
             b.constant(g, seeds)
         for w in spec.get("warnings", []):
