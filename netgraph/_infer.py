@@ -13,8 +13,11 @@ Contract
   allow.  No order, or several orders none of which is the natural one → a clear refusal
   that says the model is needed.
 * ``X.bias`` non-zero → constant seeds on ``X``'s outputs.  A BatchNorm (``P.weight``,
-  ``P.bias``, ``P.running_mean``, ``P.running_var``) is placed after the nearest preceding
-  layer (natural key order) with as many outputs; its shift makes units constant.
+  ``P.bias``, ``P.running_mean``, ``P.running_var``) is channel identity; only its shift
+  matters (a constant source).  It is attributed to the one layer with as many outputs,
+  or, when several have, to the last one stored before it in a torch file (registration
+  order); in a safetensors file (sorted keys) to all of them, with a warning — counting a
+  shift as a constant source where there is none only keeps weights, never removes live ones.
 """
 
 from __future__ import annotations
@@ -143,11 +146,15 @@ def infer_chain(ckpt: Checkpoint) -> LayeredGraph:
             f"both fit the shapes; {_NEED_MODEL}"
         )
     chain_layers = [layers[i] for i in order]
-    return _build_chain(chain_layers, tensors, bn_prefixes, warnings, path)
+    return _build_chain(chain_layers, tensors, bn_prefixes, warnings, path, ckpt.format == "safetensors")
+
+
+def _stored_key(name: str, tensors: Mapping[str, np.ndarray]) -> str:
+    return name if name in tensors else name + "_orig"
 
 
 def _build_chain(layers: list[PrunableWeight], tensors: Mapping[str, np.ndarray], bn_prefixes: set[str],
-                 warnings: list[str], path: str) -> LayeredGraph:
+                 warnings: list[str], path: str, sorted_keys: bool) -> LayeredGraph:
     b = GraphBuilder()
     first = layers[0]
     b.input("input", first.mask.shape[1])
@@ -172,20 +179,29 @@ def _build_chain(layers: list[PrunableWeight], tensors: Mapping[str, np.ndarray]
             b.constant(dst, bias != 0)
         outs.append((w.name, dst, w.mask.shape[0]))
         src = dst
+    stored = {k: i for i, k in enumerate(tensors)}  # file order: registration order for torch.save
     for prefix in sorted(bn_prefixes, key=natural_key):
         width = tensors[prefix + ".running_mean"].shape[0]
-        before = [o for o in outs if natural_key(o[0]) < natural_key(prefix + ".weight") and o[2] == width]
-        if not before:
+        candidates = [o for o in outs if o[2] == width]
+        if not candidates:
             raise ChainNotInferable(
-                f"{path}: BatchNorm {prefix!r} ({width} channels) follows no layer with {width} outputs "
-                f"in key order; {_NEED_MODEL}"
+                f"{path}: BatchNorm {prefix!r} has {width} channels but no layer has {width} outputs; {_NEED_MODEL}"
             )
-        _, group, _ = before[-1]
+        if len(candidates) > 1 and not sorted_keys:
+            here = stored.get(prefix + ".running_mean", 0)
+            before = [o for o in candidates if stored.get(_stored_key(o[0], tensors), -1) < here]
+            candidates = before[-1:] or candidates
+        if len(candidates) > 1:
+            warnings.append(
+                f"BatchNorm {prefix!r} could follow {len(candidates)} layers with {width} outputs; its shift "
+                "is counted as a constant source on all of them (conservative)"
+            )
         gamma = tensors.get(prefix + ".weight", np.ones(width))
         beta = tensors.get(prefix + ".bias", np.zeros(width))
         mean = tensors[prefix + ".running_mean"]
         # shift = beta - mean * gamma / sqrt(var + eps): non-zero unless beta and mean*gamma vanish.
-        b.constant(group, (beta != 0) | ((mean != 0) & (gamma != 0)))
+        for _, group, _ in candidates:
+            b.constant(group, (beta != 0) | ((mean != 0) & (gamma != 0)))
     for msg in warnings:
         b.warn(msg)
     return b.build()
