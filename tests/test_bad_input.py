@@ -140,7 +140,7 @@ def make_torchscript(p):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         m = torch.jit.script(torch.nn.Linear(2, 2))
-    torch.jit.save(m, str(p))
+        torch.jit.save(m, str(p))
 
 
 def make_directory(p):
