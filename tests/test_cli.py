@@ -1,0 +1,99 @@
+"""The audit / repair command line, the JSON contract, import hygiene, doctests."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from netgraph.cli import main
+
+JSON_SUMMARY = {"weights": int, "kept": int, "effective": int, "dead": int, "constant": int,
+                "sparsity": float, "effective_sparsity": float, "collapsed": bool}
+JSON_LAYER = {"name": str, "shape": list, "weights": int, "kept": int, "accessible": int, "coaccessible": int,
+              "effective": int, "dead": int, "constant": int, "dead_units_in": int, "dead_units_out": int}
+
+
+@pytest.fixture
+def dead_ckpt(tmp_path):
+    # fc1: 3 -> 4, fc2: 4 -> 2.  fc1 unit 3 gets a weight but feeds nothing: 1 dead weight.
+    w1 = torch.zeros(4, 3)
+    w1[0, 0] = w1[3, 1] = 1.0
+    w2 = torch.zeros(2, 4)
+    w2[0, 0] = 1.0
+    p = tmp_path / "m.pt"
+    torch.save({"fc1.weight_orig": torch.randn(4, 3), "fc1.weight_mask": (w1 != 0).float(),
+                "fc2.weight": w2}, p)
+    return p
+
+
+def test_audit_json_contract(dead_ckpt, capsys):
+    assert main(["audit", str(dead_ckpt), "--format", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["source"] == str(dead_ckpt)
+    for k, t in JSON_SUMMARY.items():
+        assert isinstance(d["summary"][k], t) and not (t is int and isinstance(d["summary"][k], bool)), k
+    for layer in d["layers"]:
+        for k, t in JSON_LAYER.items():
+            assert isinstance(layer[k], t), k
+    assert [l["name"] for l in d["layers"]] == ["fc1.weight", "fc2.weight"]  # user names, not _orig
+    fc1 = d["layers"][0]
+    assert (fc1["kept"], fc1["effective"], fc1["dead"], fc1["shape"]) == (2, 1, 1, [4, 3])
+    assert d["summary"]["dead"] == 1 and d["summary"]["kept"] == 3
+    assert d["summary"]["effective_sparsity"] == pytest.approx(1 - 2 / 20)
+    assert isinstance(d["warnings"], list)
+
+
+def test_fail_on_dead_exit_codes(dead_ckpt, tmp_path, capsys):
+    assert main(["audit", str(dead_ckpt), "--fail-on-dead"]) == 1
+    out = tmp_path / "fixed.pt"
+    assert main(["repair", str(dead_ckpt), "-o", str(out)]) == 0
+    assert main(["audit", str(out), "--fail-on-dead"]) == 0
+    text = capsys.readouterr().out
+    assert "fc1.weight" in text and "effective" in text
+
+
+def test_repair_never_overwrites_input(dead_ckpt, capsys):
+    before = dead_ckpt.read_bytes()
+    assert main(["repair", str(dead_ckpt), "-o", str(dead_ckpt)]) == 2
+    assert dead_ckpt.read_bytes() == before
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert main(["repair", str(dead_ckpt), "-o", str(dead_ckpt), "--force"]) == 0
+
+
+def test_repair_prune_format_changes_only_the_mask(dead_ckpt, tmp_path):
+    out = tmp_path / "fixed.pt"
+    assert main(["repair", str(dead_ckpt), "-o", str(out)]) == 0
+    a = torch.load(dead_ckpt, weights_only=True)
+    b = torch.load(out, weights_only=True)
+    assert torch.equal(a["fc1.weight_orig"], b["fc1.weight_orig"])
+    assert b["fc1.weight_mask"].sum() == 1 and a["fc1.weight_mask"].sum() == 2
+
+
+def test_python_dash_m_runs_the_same_command(dead_ckpt):
+    proc = subprocess.run([sys.executable, "-m", "netgraph", "audit", str(dead_ckpt), "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["summary"]["dead"] == 1
+
+
+def test_core_imports_neither_torch_nor_matplotlib_nor_siblings():
+    code = ("import sys, netgraph; bad = [m for m in ('torch', 'matplotlib', 'trainer', 'viz', 'networkx') "
+            "if m in sys.modules]; print(','.join(bad))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("module", ["netgraph._graph", "netgraph._reach", "netgraph._audit", "netgraph._spec",
+                                    "netgraph._export"])
+def test_doctests(module):
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE, extraglobs={"np": np})
+    assert result.attempted > 0 and result.failed == 0
