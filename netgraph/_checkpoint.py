@@ -81,8 +81,12 @@ class Checkpoint:
 
     def prunable(self) -> dict[str, PrunableWeight]:
         """Prunable weights by user name, in natural key order: prune-format pairs and
-        plain weights with two or more dimensions."""
-        return _prunable(self.tensors, self.path)
+        plain weights with two or more dimensions.  Computed once."""
+        cached = self.__dict__.get("_prunable")
+        if cached is None:
+            cached = _prunable(self.tensors, self.path)
+            object.__setattr__(self, "_prunable", cached)
+        return dict(cached)
 
 
 def natural_key(name: str) -> tuple:
@@ -274,8 +278,8 @@ def _validate(tensors: Mapping[str, np.ndarray], path: str) -> None:
             bad = "NaN" if np.isnan(t).any() else "Inf"
             raise BadCheckpoint(f"{path}: tensor {key!r} contains {bad}; weights must be finite")
         if key.endswith("_mask"):
-            if t.dtype != bool and not np.isin(t, (0, 1)).all():
-                found = np.unique(t[~np.isin(t, (0, 1))])[:3].tolist()
+            if t.dtype != bool and not ((t == 0) | (t == 1)).all():
+                found = np.unique(t[(t != 0) & (t != 1)])[:3].tolist()
                 raise BadCheckpoint(f"{path}: mask {key!r} has values {found}; masks must be 0 or 1")
 
 

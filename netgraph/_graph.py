@@ -175,14 +175,17 @@ def weight_pairs(mask: np.ndarray, conv_groups: int = 1) -> tuple[np.ndarray, np
     ([0, 2, 2], [0, 0, 1], [1, 1, 1])
     """
     out_ch, in_per_group = mask.shape[0], mask.shape[1]
-    counts = mask.reshape(out_ch, in_per_group, -1).sum(axis=2)  # (out, in/groups)
-    o, c = np.nonzero(counts)
-    group_of_out = o // (out_ch // conv_groups)
-    rows = group_of_out * in_per_group + c  # input unit
-    cols = o
-    taps = counts[o, c].astype(np.int64)
-    order = np.lexsort((cols, rows))
-    return rows[order].astype(np.int64), cols[order].astype(np.int64), taps[order]
+    if mask.ndim == 2:
+        counts = mask.T  # (in/groups, out): the transpose
+    else:
+        counts = mask.reshape(out_ch, in_per_group, -1).sum(axis=2, dtype=np.int64).T
+    c, o = np.nonzero(counts)  # sorted by c, then o
+    taps = counts[c, o].astype(np.int64)
+    if conv_groups == 1:
+        return c.astype(np.int64), o.astype(np.int64), taps
+    rows = (o // (out_ch // conv_groups)) * in_per_group + c  # input unit
+    order = np.lexsort((o, rows))
+    return rows[order].astype(np.int64), o[order].astype(np.int64), taps[order]
 
 
 def pair_selector(block: Block, src_units: np.ndarray, dst_units: np.ndarray) -> np.ndarray:
