@@ -1,0 +1,405 @@
+"""Connectivity figures: the layered drawing, per-layer bars, dead units, receptive sets.
+
+Contract
+--------
+* :func:`plot_network` draws every unit (units of a group in one column, columns by depth,
+  positions from networkx's ``multipartite_layout``) and every connected unit pair.  Pairs
+  of prunable weights are classed at the **unit-pair level** (one edge per connected
+  ``(i, j)``, whatever the number of kernel taps behind it): *effective* (dark), *dead*
+  (vermillion; dead and not constant), *constant* (blue, dashed; dead, source fed by a bias,
+  destination coaccessible).  Drawn dead edges = dead + constant edges = the number of dead
+  pairs (``~Reachability.pair_masks(b)["effective"]``), which equals the audit's dead count
+  when every pair is one weight (linear layers).  Structural pairs (identity, flatten) are
+  dotted grey.  A unit is *dead* when it has no effective connection, i.e. it is not both
+  accessible and coaccessible; dead units are hollow.
+* :func:`plot_layer_bars` stacks, per prunable weight, the kept weights (kernel taps
+  counted, as in the audit) into four disjoint parts that sum to ``kept``:
+  effective; constant; not accessible (and not constant) = ``kept − accessible − constant``;
+  not coaccessible (but accessible) = ``accessible − effective``.
+* :func:`plot_dead_units` is a strip per group: live units dark, dead units vermillion.
+* :func:`plot_receptive_sets` shows ``S_a`` (which inputs reach each unit) as an image.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+from matplotlib.collections import LineCollection
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from netgraph import AuditReport, LayeredGraph, Reachability, products, reachability
+
+from ._errors import BadPlotInput
+from ._style import CONSTANT, DEAD, GRID, KEPT, NOT_COACCESSIBLE, PRUNED, STRUCTURAL, new_figure
+
+__all__ = [
+    "network_layout",
+    "edge_classes",
+    "dead_units",
+    "layer_parts",
+    "plot_network",
+    "plot_layer_bars",
+    "plot_dead_units",
+    "plot_audit",
+    "plot_receptive_sets",
+    "plot_connectivity",
+    "is_small",
+]
+
+MAX_UNITS = 160  # beyond this many units (or MAX_EDGES pairs) a layered drawing is unreadable
+MAX_EDGES = 4000
+
+Unit = tuple[str, int]  # (group name, unit index)
+
+
+def _reach(graph: LayeredGraph, reach: Reachability | None) -> Reachability:
+    return reach if reach is not None else reachability(graph)
+
+
+def _pairs(block) -> tuple[np.ndarray, np.ndarray]:
+    if block.rows is None:  # an all-to-all block is stored without its pairs
+        rows, cols = np.nonzero(np.ones(block.shape, dtype=bool))
+        return rows, cols
+    return block.rows, block.cols
+
+
+def network_layout(graph: LayeredGraph) -> dict[Unit, np.ndarray]:
+    """Position ``(x, y)`` of every unit: one column per depth (networkx ``multipartite_layout``).
+
+    Unit 0 of each group is at the top.  Groups at the same depth share a column, stacked.
+    """
+    import networkx as nx
+
+    depth = graph.depth()
+    g = nx.Graph()
+    columns: dict[int, list[Unit]] = {}
+    for name in graph.order:
+        for u in range(graph.groups[name].width):
+            g.add_node((name, u))
+            columns.setdefault(depth[name], []).append((name, u))
+    # A dict keeps each column in unit order (a node attribute would group them through a
+    # set, in arbitrary order); multipartite_layout lists a column bottom-up, so flip y to
+    # put unit 0 at the top, as in the mask images.
+    pos = nx.multipartite_layout(g, subset_key=columns, align="vertical")
+    return {k: np.array([v[0], -v[1]]) for k, v in pos.items()}
+
+
+def _arc(a: np.ndarray, b: np.ndarray, bend: float = 0.12, n: int = 16) -> np.ndarray:
+    """A quadratic Bézier from ``a`` to ``b`` bowed sideways, so a structural edge never
+    hides under a weight's straight edge or runs through the units of a skipped column."""
+    d = b - a
+    ctrl = (a + b) / 2 + bend * np.array([-d[1], d[0]]) + np.array([0.0, bend * np.hypot(*d)])
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    return (1 - t) ** 2 * a + 2 * (1 - t) * t * ctrl + t ** 2 * b
+
+
+def edge_classes(graph: LayeredGraph, reach: Reachability | None = None) -> dict[str, list[tuple[Unit, Unit]]]:
+    """Every connected unit pair by class: ``effective``, ``dead`` (not constant), ``constant``, ``structural``.
+
+    ``dead`` and ``constant`` together are the dead pairs of the prunable weights.
+    """
+    r = _reach(graph, reach)
+    out: dict[str, list[tuple[Unit, Unit]]] = {"effective": [], "dead": [], "constant": [], "structural": []}
+    for b in graph.blocks:
+        rows, cols = _pairs(b)
+        if not b.weighted:
+            out["structural"] += [((b.src, int(i)), (b.dst, int(j))) for i, j in zip(rows, cols)]
+            continue
+        m = r.pair_masks(b)
+        cls = np.where(m["effective"], 0, np.where(m["constant"], 2, 1))
+        names = ("effective", "dead", "constant")
+        for i, j, c in zip(rows, cols, cls):
+            out[names[c]].append(((b.src, int(i)), (b.dst, int(j))))
+    return out
+
+
+def dead_units(graph: LayeredGraph, reach: Reachability | None = None) -> dict[str, np.ndarray]:
+    """``{group: (width,) bool}``: units with no effective connection (not accessible and coaccessible)."""
+    r = _reach(graph, reach)
+    return {g: ~(r.accessible[g] & r.coaccessible[g]) for g in graph.order}
+
+
+def is_small(graph: LayeredGraph, *, max_units: int = MAX_UNITS, max_edges: int = MAX_EDGES) -> bool:
+    """Whether :func:`plot_network` gives a readable drawing of ``graph``."""
+    units = sum(g.width for g in graph.groups.values())
+    edges = sum(b.nnz for b in graph.blocks)
+    return units <= max_units and edges <= max_edges
+
+
+def plot_network(graph: LayeredGraph, reach: Reachability | None = None, *, title: str | None = None):
+    """Layered drawing of a small network: every unit, every connected unit pair, classed.
+
+    Edge collections carry ``gid`` ``"edges:effective"``, ``"edges:dead"``,
+    ``"edges:constant"``, ``"edges:structural"``; unit scatters ``"units:live"`` and
+    ``"units:dead"`` (hollow), so the drawn data can be checked.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from netgraph import chain
+    >>> fig = plot_network(chain([np.array([[1, 0], [0, 0]]), np.array([[1, 1]])]))
+    >>> [len(c.get_segments()) for c in fig.axes[0].collections if c.get_gid() == "edges:dead"]
+    [0]
+    """
+    r = _reach(graph, reach)
+    pos = network_layout(graph)
+    classes = edge_classes(graph, r)
+    dead = dead_units(graph, r)
+    n_units = len(pos)
+    fig = new_figure(float(np.clip(2.0 + 1.8 * (max(graph.depth().values()) + 1), 6.0, 14.0)),
+                     float(np.clip(0.12 * max(g.width for g in graph.groups.values()) + 2.5, 4.5, 11.0)))
+    ax = fig.add_subplot()
+    style = {
+        "effective": dict(colors=KEPT, linewidths=0.9, alpha=0.55, zorder=2),
+        "dead": dict(colors=DEAD, linewidths=1.3, alpha=0.9, zorder=3),
+        "constant": dict(colors=CONSTANT, linewidths=1.3, alpha=0.9, linestyles="--", zorder=3),
+        "structural": dict(colors=STRUCTURAL, linewidths=0.8, alpha=0.8, linestyles=":", zorder=1),
+    }
+    for name, pairs in classes.items():
+        if name == "structural":
+            segments = [_arc(pos[a], pos[b]) for a, b in pairs]
+        else:
+            segments = [np.array([pos[a], pos[b]]) for a, b in pairs]
+        ax.add_collection(LineCollection(segments, gid=f"edges:{name}", **style[name]))
+    size = float(np.clip(2400.0 / max(n_units, 1), 10.0, 90.0))
+    live_xy = np.array([pos[(g, u)] for g in graph.order for u in np.flatnonzero(~dead[g])]).reshape(-1, 2)
+    dead_xy = np.array([pos[(g, u)] for g in graph.order for u in np.flatnonzero(dead[g])]).reshape(-1, 2)
+    ax.scatter(live_xy[:, 0], live_xy[:, 1], s=size, c=KEPT, edgecolors=KEPT, zorder=4, gid="units:live")
+    ax.scatter(dead_xy[:, 0], dead_xy[:, 1], s=size, facecolors="white", edgecolors=KEPT, linewidths=1.0,
+               zorder=4, gid="units:dead")
+    depth = graph.depth()
+    one_per_column = len(set(depth.values())) == len(graph.order)
+    top = max(p[1] for p in pos.values())
+    for name in graph.order:
+        xy = np.array([pos[(name, u)] for u in range(graph.groups[name].width)])
+        # One group per column (a chain): all labels on one line; else above each group.
+        y = top if one_per_column else xy[:, 1].max()
+        ax.annotate(f"{name}\n({graph.groups[name].width})", (xy[:, 0].mean(), y),
+                    xytext=(0, 10), textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    ax.autoscale_view()
+    ax.margins(0.08, 0.12)
+    ax.set_axis_off()
+    n = {k: len(v) for k, v in classes.items()}
+    n_dead_units = int(sum(d.sum() for d in dead.values()))
+    head = title if title is not None else "connectivity (unit pairs)"
+    ax.set_title(f"{head}\n{n['effective']} effective, {n['dead'] + n['constant']} dead "
+                 f"({n['constant']} constant) pairs; {n_dead_units} dead units", fontsize=10)
+    handles = [
+        Line2D([], [], color=KEPT, alpha=0.7, label=f"effective ({n['effective']})"),
+        Line2D([], [], color=DEAD, linewidth=1.5, label=f"dead ({n['dead']})"),
+        Line2D([], [], color=CONSTANT, linewidth=1.5, linestyle="--", label=f"constant ({n['constant']})"),
+        Line2D([], [], marker="o", linestyle="", color=KEPT, label="unit"),
+        Line2D([], [], marker="o", linestyle="", markerfacecolor="white", markeredgecolor=KEPT,
+               label=f"dead unit ({n_dead_units})"),
+    ]
+    if n["structural"]:
+        handles.insert(3, Line2D([], [], color=STRUCTURAL, linestyle=":", label="structural (identity, flatten)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8,
+               frameon=False)
+    return fig
+
+
+_BAR_PARTS = (
+    ("effective", KEPT, "effective"),
+    ("constant", CONSTANT, "constant (dead, fed by a bias)"),
+    ("not_accessible", DEAD, "dead: not accessible"),
+    ("not_coaccessible", NOT_COACCESSIBLE, "dead: not coaccessible"),
+)
+
+
+def layer_parts(report: AuditReport | Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per layer of an audit: the four disjoint parts of ``kept`` that the bars stack."""
+    d = report.to_dict() if hasattr(report, "to_dict") else report
+    try:
+        layers = list(d["layers"])
+        out = []
+        for l in layers:
+            kept, acc, eff, const = int(l["kept"]), int(l["accessible"]), int(l["effective"]), int(l["constant"])
+            out.append({"name": str(l["name"]), "kept": kept, "effective": eff, "constant": const,
+                        "not_accessible": kept - acc - const, "not_coaccessible": acc - eff})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadPlotInput(f"not an audit report (need layers with kept/accessible/effective/constant): {exc!r}") \
+            from None
+    if not out:
+        raise BadPlotInput("the audit report has no prunable layer to draw")
+    return out
+
+
+def _bars(ax, parts: list[dict[str, Any]], normalize: bool) -> None:
+    x = np.arange(len(parts))
+    bottom = np.zeros(len(parts))
+    kept = np.array([p["kept"] for p in parts], dtype=float)
+    scale = np.where(kept > 0, 100.0 / np.maximum(kept, 1), 0.0) if normalize else np.ones(len(parts))
+    for key, colour, label in _BAR_PARTS:
+        h = np.array([p[key] for p in parts], dtype=float) * scale
+        ax.bar(x, h, bottom=bottom, color=colour, width=0.7, label=label, edgecolor="white", linewidth=0.5)
+        bottom += h
+    for xi, p, top in zip(x, parts, bottom):
+        dead = p["kept"] - p["effective"]
+        pct = f"{100.0 * dead / p['kept']:.0f}%" if p["kept"] else "-"
+        ax.annotate(f"kept {p['kept']:,}\ndead {pct}", (xi, top), xytext=(0, 2), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, [p["name"] for p in parts], rotation=30 if len(parts) > 4 else 0,
+                  ha="right" if len(parts) > 4 else "center", fontsize=8)
+    ax.set_ylabel("share of kept weights (%)" if normalize else "kept weights (kernel taps counted)")
+    ax.set_ylim(0, (112 if normalize else max(bottom.max(), 1) * 1.18))
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def plot_layer_bars(report: AuditReport | Mapping[str, Any], *, normalize: bool = False, title: str | None = None):
+    """Stacked bars per prunable layer: effective / constant / not accessible / not coaccessible.
+
+    Parameters
+    ----------
+    report : AuditReport or its ``to_dict()``
+    normalize : bool
+        False: heights are weight counts (they sum to ``kept``).  True: percent of ``kept``.
+
+    The bar containers are labelled with the parts' legend labels (``ax.containers``).
+    """
+    parts = layer_parts(report)
+    fig = new_figure(float(np.clip(1.2 * len(parts) + 3.0, 5.0, 14.0)), 4.6)
+    ax = fig.add_subplot()
+    _bars(ax, parts, normalize)
+    src = report.source if hasattr(report, "source") else report.get("source", "")
+    ax.set_title(title if title is not None else f"kept weights per layer{': ' + str(src) if src else ''}",
+                 fontsize=10)
+    fig.legend(loc="outside lower center", ncols=4, fontsize=8, frameon=False,
+               handles=[Patch(color=c, label=l) for _, c, l in _BAR_PARTS])
+    return fig
+
+
+def _strip(ax, graph: LayeredGraph, dead: Mapping[str, np.ndarray]) -> None:
+    names = list(graph.order)
+    for k, name in enumerate(names):
+        d = dead[name]
+        img = np.where(d[None, :, None], np.array(_rgb(DEAD)), np.array(_rgb(KEPT)))  # (1, width, 3)
+        ax.imshow(img, extent=(0, 1, k + 0.4, k - 0.4), aspect="auto", interpolation="nearest", gid=f"strip:{name}")
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_xlim(0, 1)
+    ax.set_yticks(range(len(names)),
+                  [f"{n} ({int(dead[n].sum())}/{graph.groups[n].width} dead)" for n in names], fontsize=8)
+    ax.set_xticks([0, 0.5, 1], ["unit 0", "", "last unit"], fontsize=7)
+    ax.tick_params(length=0)
+    for s in ax.spines.values():
+        s.set_visible(False)
+
+
+def _rgb(colour: str) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(colour)
+
+
+def plot_dead_units(graph: LayeredGraph, reach: Reachability | None = None, *, title: str | None = None):
+    """One strip per group (forward order): each unit a cell, live dark, dead vermillion.
+
+    Each strip's image (``gid="strip:<group>"``) has one pixel per unit, stretched to the
+    same width so groups of different widths line up.
+    """
+    dead = dead_units(graph, reach)
+    fig = new_figure(8.0, 0.45 * len(graph.order) + 1.6)
+    ax = fig.add_subplot()
+    _strip(ax, graph, dead)
+    ax.set_title(title if title is not None else "dead units per group (no effective connection)", fontsize=10)
+    fig.legend(handles=[Patch(color=KEPT, label="live unit"), Patch(color=DEAD, label="dead unit")],
+               loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    return fig
+
+
+def plot_audit(report: AuditReport | Mapping[str, Any], graph: LayeredGraph, reach: Reachability | None = None,
+               *, normalize: bool = True, title: str | None = None):
+    """For networks of any size: the per-layer bars above the dead-units strip."""
+    parts = layer_parts(report)
+    dead = dead_units(graph, reach)
+    fig = new_figure(float(np.clip(1.2 * len(parts) + 4.0, 7.0, 14.0)), 4.6 + 0.4 * len(graph.order))
+    top, bottom = fig.subplots(2, 1, height_ratios=[4.0, max(1.0, 0.4 * len(graph.order))])
+    _bars(top, parts, normalize)
+    _strip(bottom, graph, dead)
+    bottom.set_title("dead units per group", fontsize=9, loc="left")
+    summ = sum(p["kept"] for p in parts), sum(p["effective"] for p in parts)
+    pct = 100.0 * (summ[0] - summ[1]) / summ[0] if summ[0] else 0.0
+    fig.suptitle(title if title is not None else
+                 f"audit: {summ[0]:,} kept weights, {summ[0] - summ[1]:,} dead ({pct:.1f}%)", fontsize=11)
+    top.legend(handles=[Patch(color=c, label=l) for _, c, l in _BAR_PARTS][::-1], loc="upper left",
+               bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title="kept weights", title_fontsize=8)
+    bottom.legend(handles=[Patch(color=KEPT, label="live unit"), Patch(color=DEAD, label="dead unit")],
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title="units",
+                  title_fontsize=8)
+    return fig
+
+
+def plot_connectivity(graph: LayeredGraph, reach: Reachability | None = None, *, report: AuditReport | None = None,
+                      max_units: int = MAX_UNITS, max_edges: int = MAX_EDGES, title: str | None = None):
+    """The layered drawing when the network is small (:func:`is_small`), else :func:`plot_audit`."""
+    r = _reach(graph, reach)
+    if is_small(graph, max_units=max_units, max_edges=max_edges):
+        return plot_network(graph, r, title=title)
+    if report is None:
+        from netgraph import audit
+
+        report = audit(graph, r)
+    return plot_audit(report, graph, r, title=title)
+
+
+def plot_receptive_sets(graph: LayeredGraph, group: str | None = None, *, input_shape: tuple[int, ...] | None = None,
+                        max_panels: int = 16, title: str | None = None):
+    """Which inputs reach each unit of ``group`` (default: the first sink): the columns of ``S_a``.
+
+    Without ``input_shape``: one image, a row per unit of the group, a column per input unit
+    (dark = the input reaches the unit); the image array (``gid="receptive"``) is
+    ``S_a[group].T``.  With ``input_shape`` (e.g. ``(8, 8)`` for digits): one panel per unit
+    (the first ``max_panels``), its receptive set reshaped to the input's shape.
+    """
+    name = group if group is not None else graph.sinks[0]
+    if name not in graph.groups:
+        raise BadPlotInput(f"no group named {name!r}; groups: {', '.join(graph.order)}")
+    sa = products(graph, "accessibility")[name].matrix.toarray().astype(bool)  # (n_inputs, width)
+    n_in, width = sa.shape
+    reached = sa.any(axis=0)
+    if input_shape is not None:
+        if int(np.prod(input_shape)) != n_in:
+            raise BadPlotInput(f"input_shape {tuple(input_shape)} has {int(np.prod(input_shape))} entries but the "
+                               f"network has {n_in} inputs")
+        k = min(width, max_panels)
+        ncols = min(k, 4 if k <= 8 else 8)
+        nrows = -(-k // ncols)
+        fig = new_figure(1.6 * ncols + 0.4, 1.7 * nrows + 1.2)
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+        cmap = _binary_cmap()
+        for idx, ax in enumerate(axes.ravel()):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if idx >= k:
+                ax.set_axis_off()
+                continue
+            ax.imshow(sa[:, idx].reshape(input_shape).astype(float), cmap=cmap, vmin=0, vmax=1,
+                      interpolation="nearest", gid=f"receptive:{idx}")
+            ax.set_title(f"unit {idx}: {int(sa[:, idx].sum())} inputs", fontsize=8,
+                         color=KEPT if reached[idx] else DEAD)
+    else:
+        fig = new_figure(float(np.clip(n_in / 30.0, 6.0, 11.0)), float(np.clip(width / 8.0, 2.2, 8.0)) + 1.6)
+        ax = fig.add_subplot()
+        ax.imshow(sa.T.astype(float), cmap=_binary_cmap(), vmin=0, vmax=1, aspect="auto",
+                  interpolation="nearest" if n_in <= 400 else "antialiased", gid="receptive")
+        ax.set_xlabel("input unit")
+        ax.set_ylabel(f"unit of {name}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    dead_in = int((~sa.any(axis=1)).sum())
+    head = title if title is not None else f"receptive sets of {name} (from S_a)"
+    fig.suptitle(f"{head}\n{int((~reached).sum())} of {width} units reached by no input; "
+                 f"{dead_in} of {n_in} inputs reach none of them", fontsize=10)
+    fig.legend(handles=[Patch(color=KEPT, label="input reaches the unit"),
+                        Patch(facecolor=PRUNED, edgecolor=GRID, label="does not")],
+               loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    return fig
+
+
+def _binary_cmap():
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap([PRUNED, KEPT])
