@@ -223,8 +223,6 @@ def layer_parts(report: AuditReport | Mapping[str, Any]) -> list[dict[str, Any]]
     except (KeyError, TypeError, ValueError) as exc:
         raise BadPlotInput(f"not an audit report (need layers with kept/accessible/effective/constant): {exc!r}") \
             from None
-    if not out:
-        raise BadPlotInput("the audit report has no prunable layer to draw")
     return out
 
 
@@ -245,7 +243,9 @@ def _bars(ax, parts: list[dict[str, Any]], normalize: bool) -> None:
     ax.set_xticks(x, [p["name"] for p in parts], rotation=30 if len(parts) > 4 else 0,
                   ha="right" if len(parts) > 4 else "center", fontsize=8)
     ax.set_ylabel("share of kept weights (%)" if normalize else "kept weights (kernel taps counted)")
-    ax.set_ylim(0, (112 if normalize else max(bottom.max(), 1) * 1.18))
+    ax.set_ylim(0, (112 if normalize else max(bottom.max(initial=0.0), 1) * 1.18))
+    if not parts:
+        ax.text(0.5, 0.5, "no prunable weight", ha="center", va="center", transform=ax.transAxes, color=GRID)
     ax.spines[["top", "right"]].set_visible(False)
 
 

@@ -22,9 +22,8 @@ def read_checkpoint(ckpt: Any) -> tuple[LayeredGraph, dict[str, Any], str]:
     ``ckpt`` is a path or an already loaded ``netgraph`` checkpoint object.  Raises what
     the loader raises (``BadCheckpoint``, ``ChainNotInferable``): all ``NetgraphError``.
     """
-    # The loader and the inference are another module's; this is the only line that names them.
-    from netgraph._checkpoint import load_checkpoint
-    from netgraph._infer import graph_from_checkpoint
+    # The safe loader and the chain inference are netgraph's; this is the one place viz names them.
+    from netgraph import graph_from_checkpoint, load_checkpoint
 
     if isinstance(ckpt, (str, os.PathLike)):
         ckpt = load_checkpoint(os.fspath(ckpt))
