@@ -91,4 +91,34 @@ __all__ = [
     "TraceFailed",
     "UnsafeCheckpoint",
     "VerificationFailed",
+    # torch-based, imported on first use (see __getattr__ below)
+    "TracedModel",
+    "trace_model",
+    "prune_model",
+    "reconnect_model",
+    "compact_model",
+    "CompactResult",
+    "verify",
 ]
+
+# The model tracer and model repair need torch; they are imported on first access so that
+# ``import netgraph`` stays torch-free.
+_LAZY = {
+    "TracedModel": "._trace",
+    "trace_model": "._trace",
+    "prune_model": "._model_repair",
+    "reconnect_model": "._model_repair",
+    "compact_model": "._model_repair",
+    "CompactResult": "._model_repair",
+    "verify": "._model_repair",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'netgraph' has no attribute {name!r}")
