@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from netgraph import LayeredGraph, Reachability, pair_selector, reachability
 
@@ -229,6 +230,16 @@ def _draw(ax, v: MaskView, crop, show_constant: bool, *, ticks: bool = True) -> 
     if not ticks:
         ax.set_xticks([])
         ax.set_yticks([])
+    else:  # tensor indices are integers
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        if v.block is None and v.mask.ndim > 2:  # conv: label the channel blocks, not the columns
+            taps = step_c
+            first, last = -(-c0 // taps), (c1 - 1) // taps
+            chans = np.arange(first, last + 1)
+            chans = chans[:: max(1, -(-len(chans) // 16))]
+            ax.set_xticks(chans * taps + (taps - 1) / 2, [str(k) for k in chans])
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _legend_handles(views: Sequence[MaskView], show_constant: bool) -> list[Patch]:
@@ -246,7 +257,7 @@ def _legend_handles(views: Sequence[MaskView], show_constant: bool) -> list[Patc
 def _axis_labels(ax, v: MaskView) -> None:
     if v.mask.ndim > 2:
         k = "x".join(str(s) for s in v.mask.shape[2:])
-        ax.set_xlabel(f"input channel x kernel tap (one block of {k} taps per channel)")
+        ax.set_xlabel(f"input channel (a block of {k} kernel taps each)")
         ax.set_ylabel("output channel")
     else:
         ax.set_xlabel("input unit")
@@ -301,9 +312,9 @@ def plot_mask(mask: MaskView | np.ndarray, *, crop: Sequence[int] | None = None,
     h, w = unfold(v.mask).shape
     r0, r1, c0, c1 = _check_crop(crop, (h, w), repr(v.name))
     ch, cw = r1 - r0, c1 - c0
-    width = float(np.clip(cw / 45.0, 5.0, 10.0))
+    width = float(np.clip(cw / 45.0, 6.0, 10.0))
     # image height for square pixels in the axes width, plus room for title, labels, legend
-    height = float(np.clip((width - 1.0) * ch / cw, 1.0, 9.0)) + 2.0
+    height = float(np.clip((width - 1.2) * ch / cw, 1.0, 9.0)) + 1.7
     fig = new_figure(width, height)
     ax = fig.add_subplot()
     _draw(ax, v, crop, show_constant)
@@ -327,7 +338,7 @@ def plot_layer_masks(masks: Mapping[str, MaskView | np.ndarray] | Sequence[MaskV
     if not views:
         raise BadPlotInput("no masks to draw; the checkpoint has no prunable weight")
     shapes = [unfold(v.mask).shape for v in views]
-    ratios = [float(np.clip(h / w * 8.0, 0.8, 6.0)) for h, w in shapes]
+    ratios = [float(np.clip(h / w * 3.0, 0.6, 3.5)) for h, w in shapes]
     fig = new_figure(8.0, sum(ratios) + 0.9 * len(views) + 0.8)
     axes = fig.subplots(len(views), 1, squeeze=False, height_ratios=ratios)[:, 0]
     for ax, v in zip(axes, views):
