@@ -14,8 +14,9 @@ and returns a *new* model (a deep copy); the caller's model is never modified.
   rounding of the bias dtype (exact to 1e-12 relative in float64).
 * :func:`reconnect_model` removes all dead weights (folding constants where exact) and gives
   the freed budget to the highest-scoring unkept weights ``(i, j)`` with ``i`` accessible
-  and ``j`` coaccessible: the same number of kept weights, 100 % effective.  The result is
-  in torch's prune format (``weight_orig`` + ``weight_mask``).
+  and ``j`` coaccessible (after the removal): the same number of kept weights, 100 %
+  effective.  Prune-format weights change their mask; plain weights take the added
+  weights' scores as values.
 * :func:`compact_model` prunes, then physically removes the units (rows, columns,
   channels, BatchNorm entries) whose value is 0 or reaches no output, keeping units tied
   by residual adds, concatenations, flattens and depthwise convs consistent; inputs,
@@ -217,8 +218,10 @@ def reconnect_model(model: nn.Module, traced: TracedModel, *,
     Returns
     -------
     nn.Module
-        In torch's prune format; kept count equals the input's as long as there are enough
-        candidates (a collapsed network has none), and every kept weight is effective.
+        Prune-format weights get a new mask (``weight_orig`` unchanged); plain weights get
+        the added weights' scores as values.  The kept count equals the input's as long as
+        there are enough candidates (a collapsed network has none),
+        and every kept weight is effective.
 
     Raises
     ------
@@ -260,8 +263,15 @@ def reconnect_model(model: nn.Module, traced: TracedModel, *,
     for name, (mod, param, kept, eff, cst) in sel.items():
         keep = eff.copy()
         keep.ravel()[chosen[name]] = True
-        if getattr(mod, f"{param}_mask", None) is None:
-            prune.custom_from_mask(mod, param, torch.from_numpy(np.ascontiguousarray(keep)))
+        if getattr(mod, f"{param}_mask", None) is None and len(chosen[name]):
+            # plain weights: an added weight takes its score as value (the dense weights,
+            # when that is what the scores are), as the checkpoint repair does
+            w = getattr(mod, param)
+            score = _score(name, mod, param, kept.shape, scores)
+            with torch.no_grad():
+                flat = w.view(-1)
+                idx = torch.from_numpy(chosen[name])
+                flat[idx] = torch.from_numpy(score.ravel()[chosen[name]]).to(w.dtype)
         else:
             _set_kept(mod, param, keep)
     return new
