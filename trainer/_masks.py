@@ -1,0 +1,194 @@
+"""Mask parametrizations: band-stop (relaxed MP), coarse-to-fine (CTF), and PMP's prior.
+
+Contract
+--------
+Every prunable weight is stored as a *latent* tensor ``ŵ`` in standardized units (the
+model multiplies by a fixed per-layer scale ``g = gain/√fan_in`` in its forward pass), so
+one global threshold treats layers of different fan-in alike.  A parametrization maps the
+latents to soft masks ``ψ ∈ [0, 1]`` of the same shapes:
+
+* **band-stop** (``fine``, ``mp``, ``mp-tc``): ``ψ_f(ŵ) = 2·sigmoid(s·ŵ²) − 1`` entrywise;
+  ``s`` (crispness) is annealed upward.  ``ψ_f(ŵ) ≥ ½ ⇔ s·ŵ² ≥ ln 3``: the crisp mask.
+* **coarse-to-fine** (``ctf``): ``ψ = ψ_c(ψ_f(ŵ)) ⊙ ψ_f(ŵ)`` (coarse-to-fine Eq. 3).
+  ``ψ_c`` is a product of *gates*; a gate is the band-stop of a group's kept fraction
+  ``f`` (mean of the current mask over the group): ``γ(f) = 2·sigmoid(s_g f²) − 1`` with
+  ``γ(ρ·d) = ½``, ``d = 1 − rate`` the target density and ``ρ`` (``gate_ratio``, ¼ by
+  default): a group kept at less than ρ times the average density is switched off as a
+  whole.  Groups (coarse-to-fine Eq. 2 writes them as adjacency matrices P_r, P_c; here they
+  are reshapes and means, never (d·d)² matrices), in priority order, each computed on the
+  mask that the previous gates left:
+
+  1. *block*: a head / channel (declared by the model per weight, :class:`BlockLayout`),
+  2. *column* (paper orientation ``(in, out)``): all weights into one output unit,
+  3. *row*: all weights out of one input unit.
+
+* **coarse**: ``ψ = ψ_c(ψ_f(ŵ))`` (the gates only: structured pruning).
+* **PMP** (probabilistic magnitude pruning, our reading of ``pmp-summary.md``, of which
+  only a summary exists): a divergence term aligns the empirical distribution of ``|ŵ|``
+  (all prunable latents together) with a prior, and the prior's quantile at the target rate
+  is the pruning threshold, so any fixed rate is implemented by the alignment itself (no
+  budget term).  The divergence is the 1-D Wasserstein-1 distance, computed by sorting:
+  ``W1 = mean_i |x_(i) − Q((i + ½)/N)|``.  The prior is the half-normal of the latents'
+  initialisation whose lower ``rate`` mass is squeezed toward zero by a factor ``ε``
+  (annealed from 1 to ``eps_end``: the crispness schedule)::
+
+      Q(u) = ε · Qhn(u)          u <  rate      (the spike: pruned weights)
+      Q(u) = Qhn(u)              u >= rate      (the slab: kept weights)
+
+  with ``Qhn(u) = Φ⁻¹((1 + u)/2)``.  The threshold is ``τ = Qhn(rate)``; the mask is the
+  band-stop with ``ψ(θ) = ½`` at ``θ = τ(1 + ε)/2``, between the spike and the slab.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+__all__ = [
+    "LN3",
+    "band_stop",
+    "crispness_for_threshold",
+    "BlockLayout",
+    "group_gates",
+    "ctf_mask",
+    "coarse_mask",
+    "gate_crispness",
+    "budget_loss",
+    "halfnormal_quantile",
+    "pmp_prior_quantiles",
+    "wasserstein1_sorted",
+    "pmp_threshold",
+]
+
+LN3 = math.log(3.0)
+
+
+def band_stop(w: torch.Tensor, s: float | torch.Tensor) -> torch.Tensor:
+    """ψ_f(ŵ) = 2·sigmoid(s·ŵ²) − 1, entrywise; symmetric, in [0, 1), → 1 for large |ŵ|.
+
+    >>> band_stop(torch.tensor([0.0, 1.0]), LN3).tolist()  # ψ(±sqrt(ln3/s)) = 1/2
+    [0.0, 0.5]
+    """
+    return 2.0 * torch.sigmoid(s * w * w) - 1.0
+
+
+def crispness_for_threshold(tau: float) -> float:
+    """The ``s`` for which ``ψ_f(τ) = ½`` (the crisp threshold is ``|ŵ| ≥ τ``)."""
+    if not tau > 0:
+        raise ValueError(f"a band-stop threshold must be positive, got tau={tau!r}")
+    return LN3 / (tau * tau)
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """How a 2-D weight ``(out, in)`` splits into blocks (heads / channels) for CTF.
+
+    ``whole``: the whole tensor is one block (a head's weight).  Otherwise the input
+    dimension is split into ``in_blocks`` blocks: channels first (unit ``b·k + j`` is in
+    block ``b``) or channels last (unit ``j·in_blocks + b`` is in block ``b``, the node-major
+    flatten of a GCN).  ``in_blocks = 0`` and not ``whole``: no block gate.
+    """
+
+    whole: bool = False
+    in_blocks: int = 0
+    channels_last: bool = False
+
+    def view(self, m: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """``m`` reshaped so that block means are a reduction; returns the view and its reduced dims."""
+        out, inp = m.shape
+        if self.whole:
+            return m, (0, 1)
+        if self.channels_last:
+            return m.reshape(out, inp // self.in_blocks, self.in_blocks), (0, 1)
+        return m.reshape(out, self.in_blocks, inp // self.in_blocks), (0, 2)
+
+    @property
+    def active(self) -> bool:
+        return self.whole or self.in_blocks > 0
+
+
+def _gate(frac: torch.Tensor, s_gate: float) -> torch.Tensor:
+    return 2.0 * torch.sigmoid(s_gate * frac * frac) - 1.0
+
+
+def group_gates(fine: torch.Tensor, layout: BlockLayout, s_gate: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Block, column and row gates of one ``(out, in)`` mask, broadcastable to its shape.
+
+    The cascade implements the priority block > column > row: each gate is computed on the
+    mask the previous gates left (``fine ⊙ block``, then ``⊙ column``).
+    """
+    if fine.dim() != 2:
+        raise ValueError(f"CTF gates need a 2-D (out, in) weight, got shape {tuple(fine.shape)}")
+    one = torch.ones((), dtype=fine.dtype, device=fine.device)
+    if layout.active:
+        v, dims = layout.view(fine)
+        block = _gate(v.mean(dim=dims, keepdim=True), s_gate)  # (1, [1,] blocks) or (1, 1)
+        block = (block * torch.ones_like(v)).reshape(fine.shape) if not layout.whole else block
+    else:
+        block = one
+    m1 = fine * block
+    col = _gate(m1.mean(dim=1, keepdim=True), s_gate)  # (out, 1): all weights into an output unit
+    m2 = m1 * col
+    row = _gate(m2.mean(dim=0, keepdim=True), s_gate)  # (1, in): all weights out of an input unit
+    return block, col, row
+
+
+def ctf_mask(fine: torch.Tensor, layout: BlockLayout, s_gate: float) -> torch.Tensor:
+    """ψ = ψ_c(ψ_f) ⊙ ψ_f (coarse-to-fine Eq. 3)."""
+    block, col, row = group_gates(fine, layout, s_gate)
+    return fine * block * col * row
+
+
+def coarse_mask(fine: torch.Tensor, layout: BlockLayout, s_gate: float) -> torch.Tensor:
+    """ψ = ψ_c(ψ_f): gates only (structured pruning)."""
+    block, col, row = group_gates(fine, layout, s_gate)
+    return block * col * row * torch.ones_like(fine)
+
+
+def gate_crispness(rate: float, ratio: float) -> float:
+    """``s_g`` with γ(ratio·(1 − rate)) = ½."""
+    return crispness_for_threshold(ratio * (1.0 - rate))
+
+
+def budget_loss(kept: torch.Tensor, target: float, lam: float) -> torch.Tensor:
+    """λ·((Σ kept − c)/c)²: tc-pruning Eq. 1 / 4 and coarse-to-fine Eq. 4, measured relative to
+    the budget.  In raw counts (the papers' form) the term's gradient is ~c times larger and,
+    with Adam's per-parameter normalisation, shrinks every weight at the full learning rate
+    until the budget is met; relative to ``c`` the cross-entropy keeps a say."""
+    return lam * ((kept - target) / max(target, 1.0)) ** 2
+
+
+def halfnormal_quantile(u: torch.Tensor) -> torch.Tensor:
+    """Quantile function of |N(0, 1)|: Φ⁻¹((1 + u)/2)."""
+    return torch.special.ndtri(0.5 * (1.0 + u))
+
+
+def pmp_prior_quantiles(n: int, rate: float, eps: float, *, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """The prior's quantiles at ``(i + ½)/n``, ``i = 0..n−1`` (sorted ascending)."""
+    u = (torch.arange(n, dtype=torch.float64, device=device) + 0.5) / n
+    q = halfnormal_quantile(u)
+    q = torch.where(u < rate, eps * q, q)
+    return q.to(dtype)
+
+
+def pmp_threshold(rate: float) -> float:
+    """τ = the prior's quantile at the target rate."""
+    return float(halfnormal_quantile(torch.tensor(rate, dtype=torch.float64)))
+
+
+def wasserstein1_sorted(values: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
+    """1-D Wasserstein-1 distance between the empirical law of ``values`` and a law given by
+    ``quantiles`` (sorted, same length): ``mean |sort(values) − quantiles|``.
+
+    >>> wasserstein1_sorted(torch.tensor([3.0, 1.0]), torch.tensor([1.0, 2.0])).item()
+    0.5
+    """
+    x, _ = torch.sort(values.reshape(-1))
+    return (x - quantiles).abs().mean()
+
+
+def concat_abs(latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([w.reshape(-1).abs() for w in latents.values()])
