@@ -104,3 +104,70 @@ def mlp_forward(weights, biases, x):
         if i < len(weights) - 1:
             h = np.maximum(h, 0.0)
     return h
+
+
+# --------------------------------------------------------------------------------------
+# Models (issue 3): the linearised gradient probe
+# --------------------------------------------------------------------------------------
+
+def gradient_probe(model, input_shape) -> dict:
+    """Effective weights of a torch model by the effective-sparsity method, independent of fx.
+
+    A float64 copy with |mask| as weights (mask = ``weight_mask`` in prune's format, else
+    ``weight != 0``), zero biases, BatchNorm / activations / dropout as identity, max-pool
+    as avg-pool, fed an all-ones input: every value is >= 0 and nothing cancels, so weight
+    ``w`` is effective iff ``grad(sum(outputs)) * w != 0``.  Returns parameter path
+    (``"layer1.0.conv1.weight"``) → bool array of the weight's shape, for Linear and ConvNd.
+    """
+    import copy
+
+    import torch
+    import torch.nn as nn
+    from torch.nn.utils import prune
+
+    memo = {}
+    for mod in model.modules():
+        for value in vars(mod).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    m = copy.deepcopy(model, memo)
+    masks = {}
+    for name, mod in m.named_modules():
+        if isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            mask = getattr(mod, "weight_mask", None)
+            mask = (mask != 0) if mask is not None else (mod.weight.detach() != 0)
+            for hook in list(mod._forward_pre_hooks.values()):
+                if isinstance(hook, prune.BasePruningMethod):
+                    prune.remove(mod, hook._tensor_name)
+            mod.weight = nn.Parameter(mask.double())
+            if mod.bias is not None:
+                mod.bias = nn.Parameter(torch.zeros_like(mod.bias, dtype=torch.float64), requires_grad=False)
+            masks[f"{name}.weight" if name else "weight"] = mask.numpy()
+
+    def replacement(mod):
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) or isinstance(mod, (
+                nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Dropout, nn.Identity)):
+            return nn.Identity()
+        if isinstance(mod, nn.MaxPool2d):
+            return nn.AvgPool2d(mod.kernel_size, mod.stride, mod.padding, ceil_mode=mod.ceil_mode)
+        if isinstance(mod, nn.AdaptiveMaxPool2d):
+            return nn.AdaptiveAvgPool2d(mod.output_size)
+        return None
+
+    for name, mod in list(m.named_modules()):
+        for child_name, child in list(mod.named_children()):
+            new = replacement(child)
+            if new is not None:
+                setattr(mod, child_name, new)
+    m = m.double().eval()
+    out = m(torch.ones(input_shape, dtype=torch.float64))
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    sum(o.sum() for o in outs).backward()
+    result = {}
+    for name, mod in m.named_modules():
+        key = f"{name}.weight" if name else "weight"
+        if key in masks:
+            g = mod.weight.grad
+            score = (g * mod.weight.detach()) if g is not None else torch.zeros_like(mod.weight)
+            result[key] = (score != 0).numpy() & masks[key]
+    return result

@@ -137,3 +137,80 @@ CONSTANT_FED = Net({"x": 2, "g0": 2, "g1": 1}, ["x"], [
     ("weight", "g0.weight", "x", "g0", np.array([[1, 1], [0, 0]], bool), 1),
     ("weight", "g1.weight", "g0", "g1", np.array([[0, 1]], bool), 1)],
     {"g0": np.array([False, True])})
+
+
+# --------------------------------------------------------------------------------------
+# Models (issue 3): random architectures for tests/models.SpecNet, and random pruning
+# --------------------------------------------------------------------------------------
+
+@st.composite
+def model_specs(draw, kind: str | None = None) -> dict:
+    """A random small architecture: an MLP, or a conv stack with residual pairs,
+    concatenations, BatchNorm, grouped / depthwise convs, pooling; with or without biases."""
+    kind = kind or draw(st.sampled_from(["mlp", "conv"]))
+    spec = {"kind": kind, "bias": draw(st.booleans()), "out": draw(st.integers(1, 4))}
+    if kind == "mlp":
+        spec["in"] = draw(st.integers(1, 8))
+        spec["layers"] = []
+        spec["head"] = draw(st.lists(st.integers(1, 8), min_size=0, max_size=3))
+        return spec
+    spec["in"] = draw(st.integers(1, 4))
+    spec["size"] = draw(st.sampled_from([1, 2, 4]))
+    layers, c = [], spec["in"]
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["conv", "conv", "res", "cat", "pool"]))
+        if op == "conv":
+            groups = draw(st.sampled_from([1, 1, "dw", 2]))
+            out = draw(st.integers(1, 6))
+            if groups == 2 and (c % 2 or out % 2):
+                groups = 1
+            layers.append({"op": "conv", "out": out, "k": draw(st.sampled_from([1, 3])), "groups": groups,
+                           "mult": draw(st.integers(1, 2)), "bn": draw(st.booleans()),
+                           "act": draw(st.sampled_from(["relu", "relu", "none", "sigmoid"]))})
+            c = c * layers[-1]["mult"] if groups == "dw" else out
+        elif op == "cat":
+            out = draw(st.integers(1, 3))
+            layers.append({"op": "cat", "out": out})
+            c += 2 * out
+        else:
+            layers.append({"op": op})
+    spec["layers"] = layers
+    spec["head"] = draw(st.lists(st.integers(1, 6), min_size=0, max_size=2))
+    return spec
+
+
+@st.composite
+def pruned_models(draw, kind: str | None = None, fmt: str | None = None):
+    """(model, input_shape): a ``SpecNet`` with random weights, random BatchNorm statistics,
+    pruned at a random rate up to 99.9 %, in torch's prune format or as plain zeros."""
+    import torch
+    import torch.nn as nn
+    from torch.nn.utils import prune
+
+    from tests.models import SpecNet, randomize_bn
+
+    spec = draw(model_specs(kind))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rate = draw(st.sampled_from([0.0, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99, 0.999]))
+    fmt = fmt or draw(st.sampled_from(["prune", "plain"]))
+    gen = torch.Generator().manual_seed(seed)
+    torch_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # module initialisation only; restored below
+    try:
+        model = SpecNet(spec)
+    finally:
+        torch.random.set_rng_state(torch_state)
+    randomize_bn(model, gen)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, (nn.Linear, nn.Conv2d)) and mod.bias is not None:
+                mod.bias.copy_(torch.randn(mod.bias.shape, generator=gen))
+    for mod in model.modules():
+        if isinstance(mod, (nn.Linear, nn.Conv2d)):
+            mask = (torch.rand(mod.weight.shape, generator=gen) >= rate).float()
+            if fmt == "prune":
+                prune.custom_from_mask(mod, "weight", mask)
+            else:
+                with torch.no_grad():
+                    mod.weight.mul_(mask)
+    return model.eval(), model.input_shape()
