@@ -59,6 +59,7 @@ def check_file(path, ext):
     pytest.param(["masks", "{ckpt}"], id="masks-all-layers"),
     pytest.param(["masks", "{ckpt}", "--layer", "fc2.weight", "--crop", "0,3,1,5", "--show-constant"],
                  id="masks-layer-crop"),
+    pytest.param(["masks", "{ckpt}", "--layer", "fc*.weight"], id="masks-glob-diagonal"),
     pytest.param(["connectivity", "{ckpt}"], id="connectivity-layered"),
     pytest.param(["connectivity", "{ckpt}", "--style", "bars"], id="connectivity-bars"),
     pytest.param(["receptive", "{ckpt}", "--input-shape", "2x3"], id="receptive"),

@@ -137,6 +137,28 @@ def test_block_grid_and_image_extent_keep_tensor_indices():
     assert hlines == [4.5, 9.5, 14.5]
 
 
+def test_block_diagonal_places_each_heads_pixels_on_the_diagonal():
+    net = CONSTANT_FED
+    graph = net.build()
+    masks = {op[1]: op[4] for op in net.weight_ops}
+    views = {n: viz.mask_view(m, graph, n) for n, m in masks.items()}
+    expected = oracle_dead_weights(net)
+    both = viz.select_views(views, "g*.weight", "net")  # a glob: every weight, stacked
+    assert both.mask.shape == (3, 4)
+    px = classify(canvas(viz.plot_mask(both, exact=True, show_constant=True)))
+    (a_out, a_in), (b_out, b_in) = masks["g0.weight"].shape, masks["g1.weight"].shape
+    np.testing.assert_array_equal(px["kept"] | px["dead"] | px["constant"],
+                                  np.block([[masks["g0.weight"], np.zeros((a_out, b_in), bool)],
+                                            [np.zeros((b_out, a_in), bool), masks["g1.weight"]]]))
+    np.testing.assert_array_equal(px["constant"][a_out:, a_in:], expected["g1.weight"][1])
+    assert px["constant"].sum() == 1
+    assert viz.select_views(views, "g1.weight", "net") is views["g1.weight"]
+    heads = viz.block_diagonal([np.ones((2, 2), bool)] * 3)
+    assert heads.block == (2, 2) and heads.mask.sum() == 12
+    with pytest.raises(viz.BadPlotInput, match="no prunable weight named 'h.*'"):
+        viz.select_views(views, "h.*", "net")
+
+
 def test_mask_grid_is_methods_by_rates_with_each_cell_drawn():
     rng = np.random.default_rng(2)
     original = np.ones((8, 12), bool)

@@ -12,6 +12,8 @@ Public surface
 masks (coarse-to-fine Fig. 2)
 ``MaskView``, ``mask_view``     a mask plus its audited dead / constant weights
 ``mask_rgb``, ``unfold``        the exact image drawn (one RGB pixel per entry)
+``block_diagonal``              per-head weights on one diagonal, as the paper draws them
+``select_views``                a weight by name, or several (list, ``a,b``, glob) stacked
 ``plot_mask``                   one mask; ``crop=``, grid per channel, ``exact=True``
 ``plot_layer_masks``            every prunable layer of a network, one panel each
 ``plot_mask_grid``              rows = methods, columns = pruning rates
@@ -44,7 +46,17 @@ from ._connectivity import (
     plot_receptive_sets,
 )
 from ._errors import BadPlotInput
-from ._masks import MaskView, mask_rgb, mask_view, plot_layer_masks, plot_mask, plot_mask_grid, unfold
+from ._masks import (
+    MaskView,
+    block_diagonal,
+    mask_rgb,
+    mask_view,
+    plot_layer_masks,
+    plot_mask,
+    plot_mask_grid,
+    select_views,
+    unfold,
+)
 from ._save import figure_format, save_figure
 from ._source import checkpoint_views, read_checkpoint
 
@@ -53,6 +65,8 @@ __all__ = [
     "mask_view",
     "mask_rgb",
     "unfold",
+    "block_diagonal",
+    "select_views",
     "plot_mask",
     "plot_layer_masks",
     "plot_mask_grid",

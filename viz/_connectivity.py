@@ -141,8 +141,9 @@ def plot_network(graph: LayeredGraph, reach: Reachability | None = None, *, titl
     >>> import numpy as np
     >>> from netgraph import chain
     >>> fig = plot_network(chain([np.array([[1, 0], [0, 0]]), np.array([[1, 1]])]))
+    >>> # unit 1 of the hidden layer has no input, so its edge to the output is dead
     >>> [len(c.get_segments()) for c in fig.axes[0].collections if c.get_gid() == "edges:dead"]
-    [0]
+    [1]
     """
     r = _reach(graph, reach)
     pos = network_layout(graph)

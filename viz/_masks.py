@@ -36,7 +36,9 @@ __all__ = [
     "MaskView",
     "mask_view",
     "unfold",
+    "block_diagonal",
     "mask_rgb",
+    "select_views",
     "plot_mask",
     "plot_layer_masks",
     "plot_mask_grid",
@@ -162,6 +164,54 @@ def unfold(mask: np.ndarray) -> np.ndarray:
     """``(out, in/groups, *kernel) -> (out, in/groups · prod(kernel))``; 2-D masks unchanged."""
     a = np.asarray(mask)
     return a.reshape(a.shape[0], -1)
+
+
+def block_diagonal(views: Sequence[MaskView | np.ndarray], *, name: str | None = None) -> MaskView:
+    """Per-head (per-channel) masks placed on the diagonal of one image, as in Fig. 2.
+
+    A multi-head layer stored as one weight per head (``heads.k.weight``, each ``(out_k, in_k)``,
+    unfolded if conv) is drawn the way the paper draws its attention layer: head ``k``'s mask
+    is the ``k``-th diagonal block, off-diagonal entries are not weights (drawn as pruned),
+    and the grid marks the blocks when all heads have one shape.  Dead / constant sets follow.
+
+    >>> v = block_diagonal([np.ones((2, 3)), np.zeros((2, 3))])
+    >>> v.mask.astype(int).tolist(), v.block
+    ([[1, 1, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], (2, 3))
+    """
+    vs = [_as_view(v) for v in views]
+    if not vs:
+        raise BadPlotInput("block_diagonal needs at least one mask")
+    shapes = [unfold(v.mask).shape for v in vs]
+    rows, cols = sum(h for h, _ in shapes), sum(w for _, w in shapes)
+    audited = all(v.dead is not None for v in vs)
+    out = {k: np.zeros((rows, cols), bool) for k in ("mask", "dead", "constant")}
+    r = c = 0
+    for v, (h, w) in zip(vs, shapes):
+        out["mask"][r:r + h, c:c + w] = unfold(v.mask)
+        if audited:
+            out["dead"][r:r + h, c:c + w] = unfold(v.dead)
+            if v.constant is not None:
+                out["constant"][r:r + h, c:c + w] = unfold(v.constant)
+        r, c = r + h, c + w
+    block = shapes[0] if len(set(shapes)) == 1 else (0, 0)
+    label = name if name is not None else (" + ".join(v.name for v in vs if v.name) if len(vs) <= 3 else
+                                           f"{vs[0].name} ... {vs[-1].name} ({len(vs)} blocks)")
+    return MaskView(out["mask"], out["dead"] if audited else None, out["constant"] if audited else None,
+                    label, tuple(int(b) for b in block))
+
+
+def select_views(views: Mapping[str, MaskView], layer: str | Sequence[str], where: str) -> MaskView:
+    """One weight by name, or several (a list, ``"a,b"`` or a glob like ``"heads.*.weight"``)
+    stacked with :func:`block_diagonal` in the mapping's (forward) order."""
+    import fnmatch
+
+    if isinstance(layer, str) and layer in views:
+        return views[layer]
+    patterns = [p for p in (layer.split(",") if isinstance(layer, str) else list(layer)) if p]
+    names = [n for n in views if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    if not names:
+        raise BadPlotInput(f"{where} has no prunable weight named {layer!r}; known: {', '.join(views)}")
+    return views[names[0]] if len(names) == 1 else block_diagonal([views[n] for n in names])
 
 
 def _as_view(x: Any, name: str = "") -> MaskView:
@@ -373,13 +423,11 @@ def _resolve(value: Any, layer: str | None, where: str) -> MaskView:
                 raise BadPlotInput(f"{where}: the checkpoint has {len(views)} prunable weights "
                                    f"({', '.join(views)}); name one with layer=")
             return next(iter(views.values()))
-        if layer not in views:
-            raise BadPlotInput(f"{where}: no prunable weight named {layer!r}; known: {', '.join(views)}")
-        return views[layer]
+        return select_views(views, layer, where)
     return MaskView(_binary(value, where))
 
 
-def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, layer: str | None = None,
+def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, layer: str | Sequence[str] | None = None,
                    methods: Sequence[str] | None = None, rates: Sequence[float] | None = None,
                    crop: Sequence[int] | None = None, show_constant: bool = False, title: str | None = None):
     """The Fig. 2 grid: rows = methods, columns = pruning rates, one mask image per cell.
@@ -391,8 +439,9 @@ def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, layer: str 
         or a ``netgraph`` checkpoint object) from which weight ``layer`` is taken and audited.
         ``rate`` is a fraction (0.9 = 90 % pruned); ``rate=None`` means rate-independent (the
         unpruned *original*) and is drawn in every column, as in the paper.
-    layer : str, optional
-        The weight to take from checkpoint cells.
+    layer : str or sequence of str, optional
+        The weight to take from checkpoint cells; several names, ``"a,b"`` or a glob
+        (``"heads.*.weight"``) stack per-head weights block-diagonally (:func:`block_diagonal`).
     methods, rates : sequence, optional
         Row / column order; default: methods in order of first appearance, rates ascending.
     crop : (r0, r1, c0, c1), optional
@@ -444,7 +493,7 @@ def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, layer: str 
             if i == 0 and rate is not None:
                 ax.set_title(f"rate {_fmt_rate(rate)}", fontsize=10)
     some = next(iter(views.values()))
-    head = title if title is not None else f"mask of {layer or some.name or 'the layer'}"
+    head = title if title is not None else f"mask of {some.name or layer or 'the layer'}"
     fig.suptitle(head + (f" (crop rows {crop[0]}-{crop[1] - 1}, columns {crop[2]}-{crop[3] - 1})" if crop else ""),
                  fontsize=11)
     handles = _legend_handles(list(views.values()), show_constant)

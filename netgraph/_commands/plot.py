@@ -32,7 +32,9 @@ def add_parser(sub) -> None:
     m = kinds.add_parser("masks", help="mask tensors as binary images (kept dark, pruned light, dead marked)",
                          epilog=_EPILOG)
     m.add_argument("checkpoint", metavar="CKPT", help="state_dict file (.pt/.pth/.bin/.safetensors)")
-    m.add_argument("--layer", metavar="NAME", help="one weight (e.g. fc1.weight); default: every prunable layer")
+    m.add_argument("--layer", metavar="NAME",
+                   help="one weight (fc1.weight), or several ('a,b' or a glob like 'heads.*.weight') drawn "
+                        "as diagonal blocks, one per head; default: every prunable layer, one panel each")
     m.add_argument("--crop", metavar="R0,R1,C0,C1",
                    help="rows R0:R1 and columns C0:C1 of the unfolded mask (needs --layer with several layers)")
     m.add_argument("--show-constant", action="store_true",
@@ -121,6 +123,5 @@ def _masks(viz, args, graph, masks, reach, source):
         layer = next(iter(views))
     if layer is None:
         return viz.plot_layer_masks(views, show_constant=args.show_constant, title=f"masks of {source}")
-    if layer not in views:
-        raise viz.BadPlotInput(f"{source} has no prunable weight named {layer!r}; known: {', '.join(views)}")
-    return viz.plot_mask(views[layer], crop=crop, show_constant=args.show_constant)
+    view = viz.select_views(views, layer, source)  # a name, "a,b", or a glob: heads stacked diagonally
+    return viz.plot_mask(view, crop=crop, show_constant=args.show_constant)
