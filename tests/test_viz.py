@@ -385,6 +385,38 @@ def test_ablation_lines_are_the_rows(tmp_path):
     assert viz.plot_ablation(ROWS).axes[0].get_xscale() == "logit"  # dicts accepted too
 
 
+def _trainer_row(ds, method, rate, eff, acc, table):
+    """The keys trainer._ablate writes (no "rate": target_rate / achieved_rate)."""
+    return {"dataset": ds, "method": method, "target_rate": rate, "achieved_rate": rate + 1e-4 if rate else 0.0,
+            "kept": 100, "effective": int(eff), "effective_pct": eff, "accuracy": acc, "seconds": 1.0,
+            "table": table, "speedup": 1.0}
+
+
+def test_ablation_reads_the_trainers_json_one_panel_row_per_dataset(tmp_path):
+    rows = [_trainer_row("synthetic-sbu", "dense", 0.0, 100.0, 90.0, "baseline"),
+            _trainer_row("synthetic-sbu", "mp", 0.5, 95.0, 88.0, "tc"),
+            _trainer_row("synthetic-sbu", "mp", 0.9, 70.0, 80.0, "tc"),
+            _trainer_row("synthetic-sbu", "mp-tc", 0.5, 100.0, 89.0, "tc"),
+            _trainer_row("synthetic-sbu", "mp-tc", 0.9, 100.0, 85.0, "tc"),
+            _trainer_row("synthetic-fpha", "mp", 0.5, 90.0, 60.0, "tc"),
+            _trainer_row("synthetic-fpha", "mp", 0.9, 50.0, 40.0, "tc")]
+    path = tmp_path / "ablation.json"
+    path.write_text(json.dumps({"config": {"epochs": 2}, "rows": rows}))
+    loaded = viz.load_ablation(path)
+    assert [r.rate for r in loaded] == [0.0, 0.5, 0.9, 0.5, 0.9, 0.5, 0.9]  # the target rate
+    fig = viz.plot_ablation(loaded)
+    assert len(fig.axes) == 4
+    sbu = {l.get_gid(): list(l.get_ydata()) for ax in fig.axes[:2] for l in ax.lines if l.get_gid()}
+    fpha = {l.get_gid(): list(l.get_ydata()) for ax in fig.axes[2:] for l in ax.lines if l.get_gid()}
+    assert sbu["effective:mp"] == [95.0, 70.0] and sbu["accuracy:mp-tc"] == [89.0, 85.0]
+    assert sbu["baseline-accuracy:dense"] == [90.0, 90.0]
+    assert fpha == {"effective:mp": [90.0, 50.0], "accuracy:mp": [60.0, 40.0]}
+    only = viz.plot_ablation(loaded, dataset="synthetic-fpha")
+    assert len(only.axes) == 2
+    with pytest.raises(viz.BadPlotInput, match="no rows for dataset 'x'"):
+        viz.plot_ablation(loaded, dataset="x")
+
+
 @pytest.mark.parametrize("rows, message", [
     pytest.param({"results": []}, "expected a list", id="not-a-list"),
     pytest.param([], "no rows", id="empty"),

@@ -10,11 +10,16 @@ A list of rows, or an object whose ``"rows"`` key holds that list::
       {"method": "baseline",  "rate": 0.0,  "kept": 1967616, "effective_pct": 100.0, "accuracy": 86.08}
     ]
 
+``trainer``'s ``run_ablation`` writes ``{"config": ..., "rows": [...]}`` with ``target_rate`` /
+``achieved_rate`` and a ``dataset`` per row: read as is (x = the target rate).
+
 =================  ========  ===================================================================
 key                type      meaning
 =================  ========  ===================================================================
 ``method``         str       the curve the row belongs to (``"MP w/o TC"``, ``"coarse"``, ``"CTF"``)
-``rate``           number    pruning rate as a fraction in [0, 1] (0.95 = 95 % of weights pruned)
+``rate``           number    pruning rate as a fraction in [0, 1] (0.95 = 95 % of weights pruned);
+                             when missing, ``target_rate``, else ``achieved_rate`` (the trainer's keys)
+``dataset``        str       optional; several datasets in one file get one row of panels each
 ``kept``           int       kept weights (optional for the plot)
 ``effective_pct``  number    effective (accessible and coaccessible) kept weights, percent of kept,
                              in [0, 100] (tc-pruning Table 2, "% of A-C").  When missing, computed
@@ -56,6 +61,7 @@ class AblationRow:
     effective_pct: float | None
     accuracy: float | None
     kept: int | None = None
+    dataset: str = ""
 
 
 def _number(row: Mapping[str, Any], key: str, where: str, lo: float, hi: float, *, required: bool) -> float | None:
@@ -89,7 +95,11 @@ def ablation_rows(data: Any, *, source: str = "ablation data") -> list[AblationR
         method = row.get("method")
         if not isinstance(method, str) or not method:
             raise BadPlotInput(f"{where} has method {method!r}; expected a non-empty string")
-        rate = _number(row, "rate", where, 0.0, 1.0, required=True)
+        key = next((k for k in ("rate", "target_rate", "achieved_rate") if row.get(k) is not None), "rate")
+        rate = _number(row, key, where, 0.0, 1.0, required=True)
+        dataset = row.get("dataset", "")
+        if not isinstance(dataset, str):
+            raise BadPlotInput(f"{where} has dataset {dataset!r}; expected a string")
         eff = _number(row, "effective_pct", where, 0.0, 100.0, required=False)
         kept = row.get("kept")
         if kept is not None and (isinstance(kept, bool) or not isinstance(kept, int) or kept < 0):
@@ -101,7 +111,7 @@ def ablation_rows(data: Any, *, source: str = "ablation data") -> list[AblationR
             else:
                 raise BadPlotInput(f"{where} has no 'effective_pct' (nor 'effective' and 'kept' counts)")
         acc = _number(row, "accuracy", where, 0.0, 100.0, required=False)
-        rows.append(AblationRow(method, rate, eff, acc, kept))
+        rows.append(AblationRow(method, rate, eff, acc, kept, dataset))
     return rows
 
 
@@ -125,33 +135,57 @@ def _fmt_rate(r: float) -> str:
 
 
 def plot_ablation(rows: Iterable[AblationRow | Mapping[str, Any]], *, methods: Sequence[str] | None = None,
-                  title: str | None = None):
-    """Two panels: % effective vs rate and accuracy vs rate, one line per method.
+                  dataset: str | None = None, title: str | None = None):
+    """Two panels per dataset: % effective vs rate and accuracy vs rate, one line per method.
 
     Parameters
     ----------
     rows : iterable of :class:`AblationRow` or dicts in the JSON shape
     methods : sequence of str, optional
         Line order (and colours); default: order of first appearance.
+    dataset : str, optional
+        Draw only this dataset's rows; default: every dataset, one row of panels each.
 
     The x axis is a logit scale when the rates reach 90 % or more (so 95 %, 99 % and 99.5 %
     do not pile up at the right edge); ticks sit at the measured rates.  Each method's line
     has ``gid`` ``"effective:<method>"`` / ``"accuracy:<method>"``; its points are the
-    per-rate means.
+    per-rate means.  A method's colour is the same in every panel.
     """
     rows = list(rows)
     if rows and not isinstance(rows[0], AblationRow):
         rows = ablation_rows(rows)
     if not rows:
         raise BadPlotInput("no ablation rows to plot")
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    if dataset is not None:
+        if dataset not in datasets:
+            raise BadPlotInput(f"no rows for dataset {dataset!r}; datasets: {', '.join(map(repr, datasets))}")
+        datasets = [dataset]
+        rows = [r for r in rows if r.dataset == dataset]
     order = list(methods) if methods is not None else list(dict.fromkeys(r.method for r in rows))
+    style = {m: (_METHOD_COLOURS[k % len(_METHOD_COLOURS)], _MARKERS[k % len(_MARKERS)]) for k, m in enumerate(order)}
+    fig = new_figure(11.0, 4.0 * len(datasets) + 0.8)
+    axes = fig.subplots(len(datasets), 2, squeeze=False)
+    handles: dict[str, Line2D] = {}
+    for (ax_eff, ax_acc), ds in zip(axes, datasets):
+        mine = [r for r in rows if r.dataset == ds]
+        handles.update(_panels(ax_eff, ax_acc, mine, order, style))
+        if ds:
+            ax_eff.set_title(f"{ds}: accessible and coaccessible (% A-C)", fontsize=10)
+            ax_acc.set_title(f"{ds}: accuracy", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    legend = [handles[m] for m in order if m in handles]
+    fig.legend(handles=legend, loc="outside lower center", ncols=min(len(legend), 6), fontsize=9, frameon=False)
+    return fig
+
+
+def _panels(ax_eff, ax_acc, rows: list[AblationRow], order: Sequence[str], style) -> dict[str, Line2D]:
     rates = sorted({r.rate for r in rows if r.rate > 0})
     logit = bool(rates) and rates[-1] >= 0.9 and rates[-1] < 1.0 and len(rates) > 1
-    fig = new_figure(11.0, 4.6)
-    ax_eff, ax_acc = fig.subplots(1, 2)
-    handles = []
-    for k, method in enumerate(order):
-        colour, marker = _METHOD_COLOURS[k % len(_METHOD_COLOURS)], _MARKERS[k % len(_MARKERS)]
+    handles = {}
+    for method in order:
+        colour, marker = style[method]
         mine = [r for r in rows if r.method == method]
         if not mine:
             continue
@@ -169,15 +203,15 @@ def plot_ablation(rows: Iterable[AblationRow | Mapping[str, Any]], *, methods: S
             means = [float(np.mean([v for x, v in pts if x == c])) for c in curve]
             ax.plot(curve, means, color=colour, marker=marker, linewidth=1.6, markersize=5,
                     gid=f"{'effective' if key == 'effective_pct' else 'accuracy'}:{method}")
-            if len(pts) > len(curve):  # repeated runs: show every run faintly
+            if len(pts) > len(curve) + len(base):  # repeated runs: show every run faintly
                 ax.scatter([x for x, _ in pts if x > 0], [v for x, v in pts if x > 0], color=colour, s=10,
                            alpha=0.35, linewidths=0)
             drew = True
         if drew:
             only_base = all(r.rate == 0 for r in mine)
-            handles.append(Line2D([], [], color=colour, marker=None if only_base else marker,
-                                  linestyle="--" if only_base else "-",
-                                  label=method + (" (unpruned)" if only_base else "")))
+            handles[method] = Line2D([], [], color=colour, marker=None if only_base else marker,
+                                     linestyle="--" if only_base else "-",
+                                     label=method + (" (unpruned)" if only_base else ""))
     for ax in (ax_eff, ax_acc):
         if logit:
             ax.set_xscale("logit")
@@ -195,7 +229,4 @@ def plot_ablation(rows: Iterable[AblationRow | Mapping[str, Any]], *, methods: S
     if not any(r.accuracy is not None for r in rows):
         ax_acc.text(0.5, 0.5, "no accuracy in the data", ha="center", va="center", transform=ax_acc.transAxes,
                     color=GRID)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize=9, frameon=False)
-    return fig
+    return handles

@@ -3,7 +3,7 @@
     netgraph plot masks CKPT [--layer NAME] [--crop r0,r1,c0,c1] [--show-constant] -o OUT
     netgraph plot connectivity CKPT [--style auto|layered|bars] -o OUT
     netgraph plot receptive CKPT [--group NAME] [--input-shape 8x8] -o OUT
-    netgraph plot ablation RESULTS.json -o OUT
+    netgraph plot ablation RESULTS.json [--dataset NAME] -o OUT
 
 The format (PNG, SVG, PDF) comes from OUT's extension; the file is written atomically.
 The written path is printed on stdout.  Bad input (unknown layer, bad crop, unknown
@@ -59,6 +59,7 @@ def add_parser(sub) -> None:
     a = kinds.add_parser("ablation", help="%% effective and accuracy vs rate, one line per method",
                          epilog=_EPILOG)
     a.add_argument("results", metavar="RESULTS.json", help="the JSON written by `netgraph ablate`")
+    a.add_argument("--dataset", metavar="NAME", help="only this dataset's rows (default: a row of panels each)")
     _output(a)
     p.set_defaults(func=run)
 
@@ -86,7 +87,7 @@ def run(args) -> int:
     viz.figure_format(args.output)  # refuse an unknown extension before any work
     kind = args.plot_kind
     if kind == "ablation":
-        fig = viz.plot_ablation(viz.load_ablation(args.results))
+        fig = viz.plot_ablation(viz.load_ablation(args.results), dataset=args.dataset)
     else:
         from netgraph import reachability
 
