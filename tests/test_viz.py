@@ -19,9 +19,10 @@ import viz
 from netgraph import GraphBuilder, audit, chain, reachability
 from tests.oracles import reachability_oracle, unit_edges, unit_graph
 from tests.strategies import CONSTANT_FED, EMPTY_LAYER, SKIP_AROUND_DEAD, WIDTH_ONE, chain_masks, layered_nets
-from viz._style import CONSTANT, DEAD, KEPT, PRUNED, rgb8
+from viz._style import CONSTANT, DEAD, KEPT, NOT_A_WEIGHT, PRUNED, rgb8
 
-COLOURS = {"kept": rgb8(KEPT), "pruned": rgb8(PRUNED), "dead": rgb8(DEAD), "constant": rgb8(CONSTANT)}
+COLOURS = {"kept": rgb8(KEPT), "pruned": rgb8(PRUNED), "dead": rgb8(DEAD), "constant": rgb8(CONSTANT),
+           "none": rgb8(NOT_A_WEIGHT)}
 
 
 def canvas(fig) -> np.ndarray:
@@ -152,6 +153,10 @@ def test_block_diagonal_places_each_heads_pixels_on_the_diagonal():
                                             [np.zeros((b_out, a_in), bool), masks["g1.weight"]]]))
     np.testing.assert_array_equal(px["constant"][a_out:, a_in:], expected["g1.weight"][1])
     assert px["constant"].sum() == 1
+    np.testing.assert_array_equal(px["none"][:a_out, a_in:], True)  # between the heads: no weight
+    np.testing.assert_array_equal(px["none"][a_out:, :a_in], True)
+    assert not px["none"][:a_out, :a_in].any() and not px["none"][a_out:, a_in:].any()
+    assert both.total == masks["g0.weight"].size + masks["g1.weight"].size
     assert viz.select_views(views, "g1.weight", "net") is views["g1.weight"]
     heads = viz.block_diagonal([np.ones((2, 2), bool)] * 3)
     assert heads.block == (2, 2) and heads.mask.sum() == 12

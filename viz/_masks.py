@@ -30,7 +30,7 @@ from matplotlib.ticker import MaxNLocator
 from netgraph import LayeredGraph, Reachability, pair_selector, reachability
 
 from ._errors import BadPlotInput
-from ._style import CONSTANT, DEAD, GRID, KEPT, PRUNED, new_figure, rgb8
+from ._style import CONSTANT, DEAD, GRID, KEPT, NOT_A_WEIGHT, PRUNED, new_figure, rgb8
 
 __all__ = [
     "MaskView",
@@ -63,6 +63,10 @@ class MaskView:
     block : (int, int) or None
         Grid step ``(rows, cols)`` in the unfolded image; 0 = no lines in that direction.
         ``None``: a conv gets ``(0, prod(kernel))``, a 2-D mask no grid.
+    weights : ndarray of bool, same shape, or None
+        Entries that are weights at all (``None``: every entry).  Only
+        :func:`block_diagonal` sets it: the entries between heads are drawn white and are
+        not counted as pruned.
     """
 
     mask: np.ndarray
@@ -70,11 +74,12 @@ class MaskView:
     constant: np.ndarray | None = None
     name: str = ""
     block: tuple[int, int] | None = None
+    weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         m = _binary(self.mask, self.name or "mask")
         object.__setattr__(self, "mask", m)
-        for attr in ("dead", "constant"):
+        for attr in ("dead", "constant", "weights"):
             a = getattr(self, attr)
             if a is None:
                 continue
@@ -82,7 +87,11 @@ class MaskView:
             if a.shape != m.shape:
                 raise BadPlotInput(f"{attr} set of {self.name or 'mask'!r} has shape {a.shape} but the mask "
                                    f"has shape {m.shape}; they must be equal")
-            if (a & ~m).any():
+            if attr == "weights":
+                if (m & ~a).any():
+                    raise BadPlotInput(f"mask of {self.name or 'mask'!r} keeps {int((m & ~a).sum())} entries "
+                                       "outside its weights")
+            elif (a & ~m).any():
                 raise BadPlotInput(f"{attr} set of {self.name or 'mask'!r} marks {int((a & ~m).sum())} pruned "
                                    "weights; dead and constant weights must be kept ones")
             object.__setattr__(self, attr, a)
@@ -91,6 +100,11 @@ class MaskView:
             if len(blk) != 2 or min(blk) < 0:
                 raise BadPlotInput(f"block must be two non-negative steps (rows, cols), got {self.block!r}")
             object.__setattr__(self, "block", blk)
+
+    @property
+    def total(self) -> int:
+        """Number of weights drawn (entries that are weights)."""
+        return int(self.weights.sum()) if self.weights is not None else int(self.mask.size)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -173,6 +187,7 @@ def block_diagonal(views: Sequence[MaskView | np.ndarray], *, name: str | None =
     unfolded if conv) is drawn the way the paper draws its attention layer: head ``k``'s mask
     is the ``k``-th diagonal block, off-diagonal entries are not weights (drawn as pruned),
     and the grid marks the blocks when all heads have one shape.  Dead / constant sets follow.
+    Off-diagonal entries are not weights: drawn white (``NOT_A_WEIGHT``), never counted.
 
     >>> v = block_diagonal([np.ones((2, 3)), np.zeros((2, 3))])
     >>> v.mask.astype(int).tolist(), v.block
@@ -184,10 +199,11 @@ def block_diagonal(views: Sequence[MaskView | np.ndarray], *, name: str | None =
     shapes = [unfold(v.mask).shape for v in vs]
     rows, cols = sum(h for h, _ in shapes), sum(w for _, w in shapes)
     audited = all(v.dead is not None for v in vs)
-    out = {k: np.zeros((rows, cols), bool) for k in ("mask", "dead", "constant")}
+    out = {k: np.zeros((rows, cols), bool) for k in ("mask", "dead", "constant", "weights")}
     r = c = 0
     for v, (h, w) in zip(vs, shapes):
         out["mask"][r:r + h, c:c + w] = unfold(v.mask)
+        out["weights"][r:r + h, c:c + w] = True if v.weights is None else unfold(v.weights)
         if audited:
             out["dead"][r:r + h, c:c + w] = unfold(v.dead)
             if v.constant is not None:
@@ -197,7 +213,7 @@ def block_diagonal(views: Sequence[MaskView | np.ndarray], *, name: str | None =
     label = name if name is not None else (" + ".join(v.name for v in vs if v.name) if len(vs) <= 3 else
                                            f"{vs[0].name} ... {vs[-1].name} ({len(vs)} blocks)")
     return MaskView(out["mask"], out["dead"] if audited else None, out["constant"] if audited else None,
-                    label, tuple(int(b) for b in block))
+                    label, tuple(int(b) for b in block), out["weights"])
 
 
 def select_views(views: Mapping[str, MaskView], layer: str | Sequence[str], where: str) -> MaskView:
@@ -239,12 +255,15 @@ def mask_rgb(view: MaskView | np.ndarray, *, crop: Sequence[int] | None = None,
     """The drawn image: ``(rows, cols, 3) uint8`` RGB of the (cropped) unfolded mask.
 
     Kept → ``KEPT``, pruned → ``PRUNED``, dead → ``DEAD``; constant → ``CONSTANT`` when
-    ``show_constant`` (else constant weights, being dead, are ``DEAD``).
+    ``show_constant`` (else constant weights, being dead, are ``DEAD``); entries that are no
+    weight (between the heads of :func:`block_diagonal`) → ``NOT_A_WEIGHT``.
     """
     v = _as_view(view)
     m = unfold(v.mask)
     r0, r1, c0, c1 = _check_crop(crop, m.shape, repr(v.name) if v.name else "")
     img = np.where(m[..., None], rgb8(KEPT), rgb8(PRUNED)).astype(np.uint8)  # (H, W, 3)
+    if v.weights is not None:
+        img[~unfold(v.weights)] = rgb8(NOT_A_WEIGHT)
     if v.dead is not None:
         img[unfold(v.dead)] = rgb8(DEAD)
     if show_constant and v.constant is not None:
@@ -253,7 +272,7 @@ def mask_rgb(view: MaskView | np.ndarray, *, crop: Sequence[int] | None = None,
 
 
 def _counts(v: MaskView) -> str:
-    kept, total = int(v.mask.sum()), v.mask.size
+    kept, total = int(v.mask.sum()), v.total
     text = f"kept {kept:,}/{total:,} ({100.0 * (1 - kept / total):.1f}% pruned)"
     if v.dead is not None:
         dead = int(v.dead.sum())
@@ -296,6 +315,8 @@ def _legend_handles(views: Sequence[MaskView], show_constant: bool) -> list[Patc
     audited = any(v.dead is not None for v in views)
     handles = [Patch(facecolor=KEPT, label="kept" + (", effective" if audited else "")),
                Patch(facecolor=PRUNED, edgecolor=GRID, linewidth=0.5, label="pruned")]
+    if any(v.weights is not None and not v.weights.all() for v in views):
+        handles.append(Patch(facecolor=NOT_A_WEIGHT, edgecolor=GRID, linewidth=0.5, label="no weight (between heads)"))
     if audited:
         handles.append(Patch(facecolor=DEAD, label="kept but dead" + (" (not constant)" if show_constant
                                                                         else " (not effective)")))
@@ -484,7 +505,7 @@ def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, layer: str 
                 continue
             _draw(ax, v, crop, show_constant, ticks=False)
             kept = int(v.mask.sum())
-            note = f"kept {100.0 * kept / v.mask.size:.1f}%"
+            note = f"kept {100.0 * kept / max(v.total, 1):.1f}%"
             if v.dead is not None:
                 note += f", dead {int(v.dead.sum()):,}"
             ax.set_xlabel(note, fontsize=7)

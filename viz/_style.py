@@ -12,6 +12,7 @@ role                 colour     used for
 ``NOT_COACCESSIBLE`` orange     dead because the destination reaches no output (bars)
 ``CONSTANT``         blue       constant: dead, fed by a bias, destination coaccessible
 ``STRUCTURAL``       mid grey   architecture edges (identity, flatten) in layered drawings
+``NOT_A_WEIGHT``     white      entries between stacked per-head masks (no weight there)
 ===================  =========  ==========================================================
 """
 
@@ -21,14 +22,16 @@ import numpy as np
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
-__all__ = ["KEPT", "PRUNED", "DEAD", "NOT_COACCESSIBLE", "CONSTANT", "STRUCTURAL", "rgb8", "new_figure"]
+__all__ = ["KEPT", "PRUNED", "DEAD", "NOT_COACCESSIBLE", "CONSTANT", "STRUCTURAL", "NOT_A_WEIGHT", "rgb8",
+           "new_figure"]
 
 KEPT = "#1f1f1f"
-PRUNED = "#ececec"
+PRUNED = "#dcdcdc"
 DEAD = "#d55e00"
 NOT_COACCESSIBLE = "#e69f00"
 CONSTANT = "#0072b2"
 STRUCTURAL = "#9a9a9a"
+NOT_A_WEIGHT = "#ffffff"
 GRID = "#7f7f7f"
 
 
