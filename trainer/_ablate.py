@@ -31,7 +31,7 @@ from ._data import load_dataset
 from ._loop import TrainConfig, Trainer, train
 from ._models import GCN, MLP, GCNConfig
 
-__all__ = ["AblationConfig", "run_ablation", "ablation_markdown", "measure_speedup"]
+__all__ = ["AblationConfig", "run_ablation", "ablation_markdown", "measure_speedup", "write_ablation"]
 
 
 @dataclass(frozen=True)
@@ -208,12 +208,18 @@ def ablation_markdown(result: Mapping) -> str:
     return "\n".join(out)
 
 
+def _write_text(path: str, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+
+    atomic_write(path, write)
+
+
 def write_ablation(result: Mapping, out_dir: str) -> tuple[str, str]:
     """``ablation.json`` and ``ablation.md`` in ``out_dir`` (atomic writes)."""
     os.makedirs(out_dir, exist_ok=True)
     jp, mp = os.path.join(out_dir, "ablation.json"), os.path.join(out_dir, "ablation.md")
-    text = json.dumps(result, indent=2)
-    atomic_write(jp, lambda tmp: open(tmp, "w").write(text))
-    md = ablation_markdown(result)
-    atomic_write(mp, lambda tmp: open(tmp, "w").write(md))
+    _write_text(jp, json.dumps(result, indent=2))
+    _write_text(mp, ablation_markdown(result))
     return jp, mp

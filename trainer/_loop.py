@@ -66,7 +66,7 @@ from ._masks import (
     coarse_mask,
     crispness_for_threshold,
     ctf_mask,
-    gate_crispness,
+    gate_threshold,
     halfnormal_quantile,
     pmp_prior_quantiles,
     pmp_threshold,
@@ -105,8 +105,8 @@ class TrainConfig:
     lam: float = 1.0
     eta: float = 1.0
     crisp_growth: float = 30.0
-    gate_ratio: float = 0.25
-    pmp_weight: float = 1.0
+    gate_ratio: float = 0.5
+    pmp_weight: float = 0.01
     pmp_eps_end: float = 0.05
     finetune_epochs: int | None = None
     checkpoint_every: int = 10
@@ -215,7 +215,7 @@ class Trainer:
             # the c-th largest initial |ŵ|: the crisp mask starts at the budget
             k = max(1, int(self.c))
             self.tau0 = float(torch.topk(mags, k).values[-1])
-        self.s_gate = gate_crispness(config.rate, config.gate_ratio) if config.method in ("ctf", "coarse") else 0.0
+        self.gate_theta = gate_threshold(config.rate, config.gate_ratio) if config.method in ("ctf", "coarse") else 0.0
         self.epoch = 0
         self.relax_epochs = config.epochs - config.finetune
         if config.method != "dense":
@@ -261,9 +261,9 @@ class Trainer:
         for name, w in self.model.prunable().items():
             fine = band_stop(w, s)
             if m == "ctf":
-                out[name] = ctf_mask(fine, self.layouts[name], self.s_gate)
+                out[name] = ctf_mask(fine, self.layouts[name], self.gate_theta)
             elif m == "coarse":
-                out[name] = coarse_mask(fine, self.layouts[name], self.s_gate)
+                out[name] = coarse_mask(fine, self.layouts[name], self.gate_theta)
             else:
                 out[name] = fine
         return out

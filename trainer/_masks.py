@@ -11,8 +11,8 @@ latents to soft masks ``ψ ∈ [0, 1]`` of the same shapes:
   ``s`` (crispness) is annealed upward.  ``ψ_f(ŵ) ≥ ½ ⇔ s·ŵ² ≥ ln 3``: the crisp mask.
 * **coarse-to-fine** (``ctf``): ``ψ = ψ_c(ψ_f(ŵ)) ⊙ ψ_f(ŵ)`` (coarse-to-fine Eq. 3).
   ``ψ_c`` is a product of *gates*; a gate is the band-stop of a group's kept fraction
-  ``f`` (mean of the current mask over the group): ``γ(f) = 2·sigmoid(s_g f²) − 1`` with
-  ``γ(ρ·d) = ½``, ``d = 1 − rate`` the target density and ``ρ`` (``gate_ratio``, ¼ by
+  ``f`` (mean of the current mask over the group): ``γ(f) = f²/(f² + θ²)`` with
+  ``θ = ρ·d``, ``d = 1 − rate`` the target density and ``ρ`` (``gate_ratio``, ½ by
   default): a group kept at less than ρ times the average density is switched off as a
   whole.  Groups (coarse-to-fine Eq. 2 writes them as adjacency matrices P_r, P_c; here they
   are reshapes and means, never (d·d)² matrices), in priority order, each computed on the
@@ -55,7 +55,7 @@ __all__ = [
     "group_gates",
     "ctf_mask",
     "coarse_mask",
-    "gate_crispness",
+    "gate_threshold",
     "budget_loss",
     "halfnormal_quantile",
     "pmp_prior_quantiles",
@@ -110,11 +110,15 @@ class BlockLayout:
         return self.whole or self.in_blocks > 0
 
 
-def _gate(frac: torch.Tensor, s_gate: float) -> torch.Tensor:
-    return 2.0 * torch.sigmoid(s_gate * frac * frac) - 1.0
+def _gate(frac: torch.Tensor, theta: float) -> torch.Tensor:
+    """γ(f) = f² / (f² + θ²): 0 at f = 0, ½ at θ, → 1 above.  A band-stop sigmoid of f
+    saturates (zero gradient) while ψ_f is still soft and every group's mass is far above θ,
+    and then the budget cannot close any group; this rational gate keeps a gradient."""
+    f2 = frac * frac
+    return f2 / (f2 + theta * theta)
 
 
-def group_gates(fine: torch.Tensor, layout: BlockLayout, s_gate: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def group_gates(fine: torch.Tensor, layout: BlockLayout, theta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Block, column and row gates of one ``(out, in)`` mask, broadcastable to its shape.
 
     The cascade implements the priority block > column > row: each gate is computed on the
@@ -125,32 +129,32 @@ def group_gates(fine: torch.Tensor, layout: BlockLayout, s_gate: float) -> tuple
     one = torch.ones((), dtype=fine.dtype, device=fine.device)
     if layout.active:
         v, dims = layout.view(fine)
-        block = _gate(v.mean(dim=dims, keepdim=True), s_gate)  # (1, [1,] blocks) or (1, 1)
+        block = _gate(v.mean(dim=dims, keepdim=True), theta)  # (1, [1,] blocks) or (1, 1)
         block = (block * torch.ones_like(v)).reshape(fine.shape) if not layout.whole else block
     else:
         block = one
     m1 = fine * block
-    col = _gate(m1.mean(dim=1, keepdim=True), s_gate)  # (out, 1): all weights into an output unit
+    col = _gate(m1.mean(dim=1, keepdim=True), theta)  # (out, 1): all weights into an output unit
     m2 = m1 * col
-    row = _gate(m2.mean(dim=0, keepdim=True), s_gate)  # (1, in): all weights out of an input unit
+    row = _gate(m2.mean(dim=0, keepdim=True), theta)  # (1, in): all weights out of an input unit
     return block, col, row
 
 
-def ctf_mask(fine: torch.Tensor, layout: BlockLayout, s_gate: float) -> torch.Tensor:
+def ctf_mask(fine: torch.Tensor, layout: BlockLayout, theta: float) -> torch.Tensor:
     """ψ = ψ_c(ψ_f) ⊙ ψ_f (coarse-to-fine Eq. 3)."""
-    block, col, row = group_gates(fine, layout, s_gate)
+    block, col, row = group_gates(fine, layout, theta)
     return fine * block * col * row
 
 
-def coarse_mask(fine: torch.Tensor, layout: BlockLayout, s_gate: float) -> torch.Tensor:
+def coarse_mask(fine: torch.Tensor, layout: BlockLayout, theta: float) -> torch.Tensor:
     """ψ = ψ_c(ψ_f): gates only (structured pruning)."""
-    block, col, row = group_gates(fine, layout, s_gate)
+    block, col, row = group_gates(fine, layout, theta)
     return block * col * row * torch.ones_like(fine)
 
 
-def gate_crispness(rate: float, ratio: float) -> float:
-    """``s_g`` with γ(ratio·(1 − rate)) = ½."""
-    return crispness_for_threshold(ratio * (1.0 - rate))
+def gate_threshold(rate: float, ratio: float) -> float:
+    """θ = ratio·(1 − rate): the group mass at which a gate is ½."""
+    return ratio * (1.0 - rate)
 
 
 def budget_loss(kept: torch.Tensor, target: float, lam: float) -> torch.Tensor:

@@ -116,7 +116,8 @@ def _weighted_backward(m: torch.Tensor, step: _Step, dst: torch.Tensor) -> torch
                      dst.reshape(g, out_ch // g, 1)).reshape(g * in_pg)
 
 
-def phi(plan: Plan, masks: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def phi(plan: Plan, masks: Mapping[str, torch.Tensor], *, dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """φ_r (accessibility) and φ_l (coaccessibility) of every group.
 
     Parameters
@@ -136,8 +137,11 @@ def phi(plan: Plan, masks: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.
     if missing:
         raise InvalidGraph(f"the graph has weighted blocks {missing[:3]} but no mask was given for them; "
                            "the model's graph() and its parameters must use the same names")
-    some = next(iter(masks.values()))
-    dtype, device = some.dtype, some.device
+    some = next(iter(masks.values()), None)
+    if some is not None:
+        dtype, device = dtype or some.dtype, device or some.device
+    else:  # a graph without weighted blocks
+        dtype, device = dtype or torch.float64, device or "cpu"
     pairs = {n: _pair_matrix(masks[n], s) for s in plan.steps if s.kind == "weighted" for n in [s.name]}
 
     def run(forward: bool) -> dict[str, torch.Tensor]:
