@@ -154,7 +154,9 @@ def plot_network(graph: LayeredGraph, reach: Reachability | None = None, *, titl
                      float(np.clip(0.12 * max(g.width for g in graph.groups.values()) + 2.5, 4.5, 11.0)))
     ax = fig.add_subplot()
     style = {
-        "effective": dict(colors=KEPT, linewidths=0.9, alpha=0.55, zorder=2),
+        # many effective edges at full strength would bury the dead ones: fade them with their number
+        "effective": dict(colors=KEPT, linewidths=0.9, zorder=2,
+                          alpha=float(np.clip(12.0 / np.sqrt(len(classes["effective"]) + 1), 0.15, 0.55))),
         "dead": dict(colors=DEAD, linewidths=1.3, alpha=0.9, zorder=3),
         "constant": dict(colors=CONSTANT, linewidths=1.3, alpha=0.9, linestyles="--", zorder=3),
         "structural": dict(colors=STRUCTURAL, linewidths=0.8, alpha=0.8, linestyles=":", zorder=1),
@@ -236,18 +238,31 @@ def _bars(ax, parts: list[dict[str, Any]], normalize: bool) -> None:
         h = np.array([p[key] for p in parts], dtype=float) * scale
         ax.bar(x, h, bottom=bottom, color=colour, width=0.7, label=label, edgecolor="white", linewidth=0.5)
         bottom += h
+    crowded = len(parts) > 8  # long labels side by side would overlap: write them upright
     for xi, p, top in zip(x, parts, bottom):
         dead = p["kept"] - p["effective"]
         pct = f"{100.0 * dead / p['kept']:.0f}%" if p["kept"] else "-"
-        ax.annotate(f"kept {p['kept']:,}\ndead {pct}", (xi, top), xytext=(0, 2), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=7)
+        text = f"{_short(p['kept'])} kept, {pct} dead" if crowded else f"kept {p['kept']:,}\ndead {pct}"
+        ax.annotate(text, (xi, top), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                    fontsize=7, rotation=90 if crowded else 0)
     ax.set_xticks(x, [p["name"] for p in parts], rotation=30 if len(parts) > 4 else 0,
                   ha="right" if len(parts) > 4 else "center", fontsize=8)
     ax.set_ylabel("share of kept weights (%)" if normalize else "kept weights (kernel taps counted)")
-    ax.set_ylim(0, (112 if normalize else max(bottom.max(initial=0.0), 1) * 1.18))
+    headroom = 1.45 if crowded else 1.18
+    ax.set_ylim(0, (100 * headroom if normalize else max(bottom.max(initial=0.0), 1) * headroom))
+    if normalize:
+        ax.set_yticks(range(0, 101, 20))  # the headroom above 100 % is for labels, not data
     if not parts:
         ax.text(0.5, 0.5, "no prunable weight", ha="center", va="center", transform=ax.transAxes, color=GRID)
     ax.spines[["top", "right"]].set_visible(False)
+
+
+def _short(n: int) -> str:
+    """1234 -> '1.2k', 2_500_000 -> '2.5M'."""
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
 
 
 def plot_layer_bars(report: AuditReport | Mapping[str, Any], *, normalize: bool = False, title: str | None = None):
@@ -366,7 +381,7 @@ def plot_receptive_sets(graph: LayeredGraph, group: str | None = None, *, input_
             raise BadPlotInput(f"input_shape {tuple(input_shape)} has {int(np.prod(input_shape))} entries but the "
                                f"network has {n_in} inputs")
         k = min(width, max_panels)
-        ncols = min(k, 4 if k <= 8 else 8)
+        ncols = k if k <= 5 else (5 if k <= 10 else 8)
         nrows = -(-k // ncols)
         fig = new_figure(1.6 * ncols + 0.4, 1.7 * nrows + 1.2)
         axes = fig.subplots(nrows, ncols, squeeze=False)
