@@ -118,7 +118,7 @@ def parse_input_shape(text: str | None, model) -> tuple[int, ...]:
         raise NetgraphError("--input-shape is needed for this model (e.g. --input-shape 1,3,224,224); "
                             "only models that start with a Linear layer have an obvious one")
     try:
-        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+        shape = tuple(int(p) for p in text.split(","))
     except ValueError:
         shape = ()
     if not shape or min(shape) < 1:

@@ -238,42 +238,43 @@ def reconnect_model(model: nn.Module, traced: TracedModel, *,
         _set_kept(mod, param, eff)
     # Removing the dead keeps every effective weight effective but can make units lose
     # accessibility or coaccessibility (a unit coaccessible only through a dead weight), so
-    # the candidates are read from the graph without the dead.
+    # candidates are read from the graph without the dead.  Adding a candidate can make
+    # new candidates (a unit becomes accessible), so the budget is spent in rounds.
     from ._trace import trace_model
 
-    after = trace_model(new, traced.input_shape).reachability()
-    chunks, order = [], []
-    freed = 0
-    for name, (mod, param, kept, eff, cst) in sel.items():
-        b = traced.graph.block(name)
-        freed += int(kept.sum() - eff.sum())
-        cand = pair_selector(b, after.accessible[b.src], after.coaccessible[b.dst]) & ~eff
-        score = _score(name, mod, param, kept.shape, scores)
-        idx = np.flatnonzero(cand)
-        chunks.append(score.ravel()[idx])
-        order.append((name, idx))
-    chosen: dict[str, np.ndarray] = {n: np.array([], np.int64) for n, _ in order}
-    if freed and chunks:
+    score = {name: _score(name, mod, param, kept.shape, scores) for name, (mod, param, kept, _, _) in sel.items()}
+    keep = {name: eff.copy() for name, (_, _, _, eff, _) in sel.items()}
+    budget = sum(int(kept.sum() - eff.sum()) for (_, _, kept, eff, _) in sel.values())
+    while budget > 0:
+        after = trace_model(new, traced.input_shape).reachability()
+        chunks, owners, flats = [], [], []
+        for k, name in enumerate(sel):
+            b = traced.graph.block(name)
+            cand = pair_selector(b, after.accessible[b.src], after.coaccessible[b.dst]) & ~keep[name]
+            idx = np.flatnonzero(cand)
+            chunks.append(score[name].ravel()[idx])
+            owners.append(np.full(idx.size, k))
+            flats.append(idx)
         allscores = np.concatenate(chunks)
-        owner = np.concatenate([np.full(len(i), k) for k, (_, i) in enumerate(order)])
-        flat = np.concatenate([i for _, i in order])
-        top = np.argsort(-allscores, kind="stable")[:freed]
-        for k, (n, _) in enumerate(order):
-            chosen[n] = flat[top[owner[top] == k]]
-    for name, (mod, param, kept, eff, cst) in sel.items():
-        keep = eff.copy()
-        keep.ravel()[chosen[name]] = True
-        if getattr(mod, f"{param}_mask", None) is None and len(chosen[name]):
-            # plain weights: an added weight takes its score as value (the dense weights,
-            # when that is what the scores are), as the checkpoint repair does
-            w = getattr(mod, param)
-            score = _score(name, mod, param, kept.shape, scores)
-            with torch.no_grad():
-                flat = w.view(-1)
-                idx = torch.from_numpy(chosen[name])
-                flat[idx] = torch.from_numpy(score.ravel()[chosen[name]]).to(w.dtype)
-        else:
-            _set_kept(mod, param, keep)
+        if not allscores.size:
+            break
+        owner, flat = np.concatenate(owners), np.concatenate(flats)
+        top = np.argsort(-allscores, kind="stable")[:budget]
+        budget -= top.size
+        for k, (name, (mod, param, _, _, _)) in enumerate(sel.items()):
+            chosen = flat[top[owner[top] == k]]
+            if not chosen.size:
+                continue
+            keep[name].ravel()[chosen] = True
+            if getattr(mod, f"{param}_mask", None) is None:
+                # plain weights: an added weight takes its score as value (the dense
+                # weights, when that is what the scores are), as the checkpoint repair does
+                w = getattr(mod, param)
+                with torch.no_grad():
+                    w.view(-1)[torch.from_numpy(chosen)] = torch.from_numpy(
+                        score[name].ravel()[chosen]).to(w.dtype)
+            else:
+                _set_kept(mod, param, keep[name])
     return new
 
 

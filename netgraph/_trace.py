@@ -5,7 +5,7 @@ Contract
 :func:`trace_model` runs :func:`torch.fx.symbolic_trace` (torch's own modules are leaves,
 so the forward pre-hooks of :mod:`torch.nn.utils.prune` are not traced through: masks are
 read from the ``weight_mask`` buffers) and then runs the traced graph once on the example
-input to learn every tensor's shape.  Each tensor becomes a *value*: a group of units that
+input (an :class:`torch.fx.Interpreter` that records shapes) to learn every tensor's shape.  Each tensor becomes a *value*: a group of units that
 index one of its dimensions (its *axis*: the channels of ``(N, C, H, W)``, the features of
 ``(N, F)`` or ``(N, L, F)``).  Then, node by node:
 
@@ -43,7 +43,6 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.fx.passes.shape_prop import ShapeProp
 
 from ._audit import AuditReport, audit
 from ._graph import GraphBuilder, LayeredGraph
@@ -251,7 +250,7 @@ def trace_model(model: nn.Module, example_input, *, channel_axis: int | None = N
         rec = _Recorder(gm)
         with torch.no_grad():
             try:
-                rec.propagate(x)
+                rec.run(x)
             except TraceFailed:
                 raise
             except Exception as exc:
@@ -279,8 +278,12 @@ class _LeafTracer(fx.Tracer):
         return m.__module__.startswith("torch.nn") or super().is_leaf_module(m, qualname)
 
 
-class _Recorder(ShapeProp):
-    """ShapeProp that also keeps every non-tensor result (sizes, ints) and tensor shapes."""
+class _Recorder(fx.Interpreter):
+    """Shape propagation that keeps every tensor's shape and every non-tensor result (sizes).
+
+    Like :class:`torch.fx.passes.shape_prop.ShapeProp`, but it does not print a traceback
+    to stderr when the model fails on the example input (the CLI owes a one-line error).
+    """
 
     def __init__(self, gm: fx.GraphModule) -> None:
         super().__init__(gm)
