@@ -331,8 +331,8 @@ class Trainer:
             terms = self.loss_terms(self.x_train[idx], self.y_train[idx])
             loss = sum(terms.values())
             if not torch.isfinite(loss):
-                detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-                raise TrainingDiverged(f"epoch {self.epoch + 1}: the loss became {float(loss)} ({detail}); "
+                detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+                raise TrainingDiverged(f"epoch {self.epoch + 1}: the loss became {float(loss.detach())} ({detail}); "
                                        f"lower the learning rate (lr={self.lr:.3g}) or λ (lam={cfg.lam})")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
