@@ -48,7 +48,7 @@ from ._style import GRID, new_figure
 
 __all__ = ["AblationRow", "load_ablation", "ablation_rows", "plot_ablation"]
 
-_METHOD_COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442")
+_METHOD_COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#8c564b")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
