@@ -36,9 +36,11 @@ class CheckpointRepair:
     after: AuditReport
 
 
-def _scores_for(ckpt: Checkpoint, scores: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+def _scores_for(ckpt: Checkpoint, names, scores: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
     out = {}
-    for name, w in ckpt.prunable().items():
+    prunable = ckpt.prunable()
+    for name in names:
+        w = prunable[name]
         if scores is not None and name in scores:
             s = np.asarray(scores[name])
             if s.shape != w.mask.shape:
@@ -71,7 +73,7 @@ def repair_checkpoint(path: str, output: str, mode: str = "prune", *, scores_pat
         result = prune_masks(graph, masks, keep_constant=keep_constant)
         scores = None
     else:
-        scores = _scores_for(ckpt, load_checkpoint(scores_path).tensors if scores_path else None)
+        scores = _scores_for(ckpt, list(masks), load_checkpoint(scores_path).tensors if scores_path else None)
         result = reconnect_masks(graph, masks, scores)
     tensors = dict(ckpt.tensors)
     for name, new in result.masks.items():
