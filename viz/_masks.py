@@ -471,7 +471,8 @@ def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, layer: str 
     Returns
     -------
     Figure
-        Empty cells (no mask for that method and rate) are left blank.
+        Empty cells (no mask for that method and rate) are left blank.  Under each cell:
+        kept share and dead count of the whole weight (not only of the crop).
     """
     if not cells:
         raise BadPlotInput("plot_mask_grid needs at least one (method, rate) cell")
@@ -492,7 +493,8 @@ def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, layer: str 
         h, w = crop[1] - crop[0], crop[3] - crop[2]
     cell_w = 2.4
     cell_h = float(np.clip(cell_w * h / w, 0.6, 4.0)) + 0.35
-    fig = new_figure(cell_w * len(col_rates) + 1.0, cell_h * len(row_names) + 1.3)
+    fig_w = max(cell_w * len(col_rates) + 1.0, 6.5)  # room for the title and legend even with one column
+    fig = new_figure(fig_w, cell_h * len(row_names) + 1.5)
     axes = fig.subplots(len(row_names), len(col_rates), squeeze=False)
     for i, method in enumerate(row_names):
         for j, rate in enumerate(col_rates):
@@ -515,8 +517,9 @@ def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, layer: str 
                 ax.set_title(f"rate {_fmt_rate(rate)}", fontsize=10)
     some = next(iter(views.values()))
     head = title if title is not None else f"mask of {some.name or layer or 'the layer'}"
-    fig.suptitle(head + (f" (crop rows {crop[0]}-{crop[1] - 1}, columns {crop[2]}-{crop[3] - 1})" if crop else ""),
+    fig.suptitle(head + (f"\ncrop: rows {crop[0]}-{crop[1] - 1}, columns {crop[2]}-{crop[3] - 1}" if crop else ""),
                  fontsize=11)
     handles = _legend_handles(list(views.values()), show_constant)
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles) if fig_w >= 9 else 2, fontsize=8,
+               frameon=False)
     return fig
