@@ -47,6 +47,8 @@ from typing import Mapping
 
 import torch
 
+from netgraph.errors import NetgraphError
+
 __all__ = [
     "LN3",
     "band_stop",
@@ -69,7 +71,7 @@ LN3 = math.log(3.0)
 def band_stop(w: torch.Tensor, s: float | torch.Tensor) -> torch.Tensor:
     """ψ_f(ŵ) = 2·sigmoid(s·ŵ²) − 1, entrywise; symmetric, in [0, 1), → 1 for large |ŵ|.
 
-    >>> band_stop(torch.tensor([0.0, 1.0]), LN3).tolist()  # ψ(±sqrt(ln3/s)) = 1/2
+    >>> [round(v, 6) for v in band_stop(torch.tensor([0.0, 1.0]), LN3).tolist()]  # ψ(±sqrt(ln3/s)) = 1/2
     [0.0, 0.5]
     """
     return 2.0 * torch.sigmoid(s * w * w) - 1.0
@@ -78,7 +80,7 @@ def band_stop(w: torch.Tensor, s: float | torch.Tensor) -> torch.Tensor:
 def crispness_for_threshold(tau: float) -> float:
     """The ``s`` for which ``ψ_f(τ) = ½`` (the crisp threshold is ``|ŵ| ≥ τ``)."""
     if not tau > 0:
-        raise ValueError(f"a band-stop threshold must be positive, got tau={tau!r}")
+        raise NetgraphError(f"a band-stop threshold must be positive, got tau={tau!r}")
     return LN3 / (tau * tau)
 
 
@@ -125,7 +127,7 @@ def group_gates(fine: torch.Tensor, layout: BlockLayout, theta: float) -> tuple[
     mask the previous gates left (``fine ⊙ block``, then ``⊙ column``).
     """
     if fine.dim() != 2:
-        raise ValueError(f"CTF gates need a 2-D (out, in) weight, got shape {tuple(fine.shape)}")
+        raise NetgraphError(f"CTF gates need a 2-D (out, in) weight, got shape {tuple(fine.shape)}")
     one = torch.ones((), dtype=fine.dtype, device=fine.device)
     if layout.active:
         v, dims = layout.view(fine)
