@@ -34,7 +34,14 @@ reader and the model tracer, networkx only by :func:`to_networkx`.
 """
 
 from ._audit import AuditReport, AuditSummary, LayerAudit, audit
-from ._checkpoint import Checkpoint, PrunableWeight, checkpoint_from_state_dict, load_checkpoint, save_checkpoint
+from ._checkpoint import (
+    Checkpoint,
+    PrunableWeight,
+    atomic_write,
+    checkpoint_from_state_dict,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ._export import to_networkx
 from ._infer import graph_from_checkpoint, infer_chain
 from ._repair import RepairResult, prune_masks, reconnect_masks
@@ -57,6 +64,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Checkpoint",
     "PrunableWeight",
+    "atomic_write",
     "checkpoint_from_state_dict",
     "load_checkpoint",
     "save_checkpoint",

@@ -369,6 +369,9 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".netgraph-", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result is an ordinary file
         write(tmp)
         with open(tmp, "rb+") as fh:
             fh.flush()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
+
+from netgraph import atomic_write
 
 from ._errors import BadPlotInput
 
@@ -36,16 +37,6 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: float | None = None) -> st
         raise BadPlotInput(f"{p}: folder {folder} does not exist")
     if dpi is None:
         dpi = fig.dpi if fig.dpi < 100 else 150
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(p)[1], dir=folder)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; an image is an ordinary, readable file
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=dpi)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # netgraph's atomic write: temp file in the same folder, fsync, os.replace.
+    atomic_write(p, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
     return p
