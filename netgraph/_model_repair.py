@@ -306,7 +306,9 @@ class CompactResult:
     """A compacted model, its state_dict, and what it saved.
 
     ``widths`` maps each Linear/Conv/BatchNorm module to (units before, units after).
-    ``seconds_*`` are median CPU inference times on the example input.
+    ``seconds_*`` are median CPU inference times on the example input (the models are timed
+    alternately, so both see the same machine load); the baseline is the dense model with
+    the masks applied (what a dense runtime executes).
     """
 
     model: nn.Module = field(repr=False)
@@ -368,16 +370,22 @@ def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _median_seconds(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
-    times = []
+def _median_seconds(a: nn.Module, b: nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float]:
+    """Median forward time of two models, timed alternately so that both see the same load."""
+    ta, tb = [], []
     with torch.inference_mode():
         for _ in range(3):
-            model(x)
+            a(x)
+            b(x)
         for _ in range(repeats):
             t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+            a(x)
+            t1 = time.perf_counter()
+            b(x)
+            t2 = time.perf_counter()
+            ta.append(t1 - t0)
+            tb.append(t2 - t1)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def compact_model(model: nn.Module, traced: TracedModel, *, repeats: int = 20,
@@ -442,8 +450,7 @@ def compact_model(model: nn.Module, traced: TracedModel, *, repeats: int = 20,
             f"the compacted model fails on an input of shape {tuple(x.shape)} ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}); the model's code probably hard-codes a width"
         ) from None
-    before = _median_seconds(pruned.eval(), x, repeats) if repeats else float("nan")
-    after = _median_seconds(small, x, repeats) if repeats else float("nan")
+    before, after = _median_seconds(pruned.eval(), small, x, repeats) if repeats else (float("nan"),) * 2
     return CompactResult(small, small.state_dict(), _count(model), _count(small), before, after,
                          before / after if repeats and after > 0 else float("nan"), widths)
 
