@@ -28,7 +28,7 @@ from netgraph import audit as _audit, reconnect_masks
 from netgraph._checkpoint import atomic_write
 
 from ._data import load_dataset
-from ._loop import TrainConfig, Trainer, train
+from ._loop import TrainConfig, Trainer, build_for, train
 from ._models import GCN, MLP, GCNConfig
 
 __all__ = ["AblationConfig", "run_ablation", "ablation_markdown", "measure_speedup", "write_ablation"]
@@ -175,8 +175,7 @@ def run_ablation(config: AblationConfig, *, log: Callable[[str], None] | None = 
 
 def _rebuild(base: TrainConfig, method: str, rate: float, data, res):
     """The architecture of a run (weights do not matter for timing)."""
-    tr = Trainer(replace(base, method=method, rate=rate, epochs=2, finetune_epochs=0), data)
-    return tr.model
+    return build_for(replace(base, method=method, rate=rate), data, torch.Generator().manual_seed(0))
 
 
 def ablation_markdown(result: Mapping) -> str:

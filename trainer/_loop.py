@@ -11,7 +11,8 @@ Contract
    loss rose, ``ν ← ν/0.99`` when it fell (clamped to ``[ν₀/100, 10·ν₀]`` so a long fall
    cannot blow it up).
 2. **Crisp finish**: the soft masks are made crisp at the exact budget (the ``c`` weights
-   with the highest score; for MP+TC the smallest top-k whose *effective* part reaches
+   with the highest score — per layer with ERK layer budgets for ``coarse``, whose gate
+   products are not comparable across layers; for MP+TC the smallest top-k whose *effective* part reaches
    ``c``, keeping only that effective part, then trimmed to ``c`` by removals that kill
    nothing else), and the kept weights are fine-tuned with the masks fixed
    (``finetune_epochs``; cross-entropy only).
@@ -393,6 +394,8 @@ class Trainer:
             return {n: part.reshape(s) for n, part, s in zip(names, torch.split(keep, sizes), shapes)}
 
         c = int(self.c)
+        if self.config.method == "coarse":
+            return self._per_layer_top(sc, c)
         if self.config.method != "mp-tc":
             return top(c)
 
@@ -431,6 +434,24 @@ class Trainer:
                 if new_got == got - 1:
                     eff, got = new, new_got
         return eff
+
+    def _per_layer_top(self, sc: Mapping[str, torch.Tensor], c: int) -> dict[str, torch.Tensor]:
+        """Top-k per layer with ERK layer budgets summing to ``c``: gate products of different
+        layers are not comparable (a global ranking by them emptied the SBU preset's first
+        layer), so ``coarse`` keeps each layer's share of the budget."""
+        shapes = {n: tuple(t.shape) for n, t in sc.items()}
+        dens = erk_densities(shapes, self.config.rate)
+        want = {n: dens[n] * sc[n].numel() for n in sc}
+        ks = {n: int(np.floor(v)) for n, v in want.items()}
+        for n in sorted(want, key=lambda n: ks[n] - want[n])[: max(0, c - sum(ks.values()))]:
+            ks[n] += 1  # largest remainders first, so the total is exactly c
+        out = {}
+        for n, t in sc.items():
+            flat = t.reshape(-1)
+            keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+            keep[torch.argsort(flat, descending=True, stable=True)[: min(ks[n], flat.numel())]] = True
+            out[n] = keep.reshape(t.shape)
+        return out
 
     def start_finish(self) -> None:
         self.fixed = self.crisp_masks()

@@ -97,6 +97,7 @@ class BlockLayout:
     whole: bool = False
     in_blocks: int = 0
     channels_last: bool = False
+    columns: bool = True  # False for a classifier: its output units (the classes) are never removed whole
 
     def view(self, m: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         """``m`` reshaped so that block means are a reduction; returns the view and its reduced dims."""
@@ -136,7 +137,7 @@ def group_gates(fine: torch.Tensor, layout: BlockLayout, theta: float) -> tuple[
     else:
         block = one
     m1 = fine * block
-    col = _gate(m1.mean(dim=1, keepdim=True), theta)  # (out, 1): all weights into an output unit
+    col = _gate(m1.mean(dim=1, keepdim=True), theta) if layout.columns else one  # (out, 1): into an output unit
     m2 = m1 * col
     row = _gate(m2.mean(dim=0, keepdim=True), theta)  # (1, in): all weights out of an input unit
     return block, col, row

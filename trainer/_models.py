@@ -242,7 +242,7 @@ class GCN(_Pruned):
         layouts = {n: BlockLayout(whole=self.config.heads > 1) for n in self.scales if n.startswith("heads.")}
         layouts["conv.weight"] = BlockLayout()
         layouts["fc.weight"] = BlockLayout(in_blocks=self.config.filters, channels_last=True)
-        layouts["out.weight"] = BlockLayout()
+        layouts["out.weight"] = BlockLayout(columns=False)
         return layouts
 
     def describe(self) -> dict:
@@ -291,6 +291,10 @@ class MLP(_Pruned):
 
     def bias_keys(self) -> dict[str, str]:
         return {f"layers.{i}.weight": f"layers.{i}.bias" for i in range(len(self.layers))}
+
+    def block_layouts(self) -> dict[str, BlockLayout]:
+        last = len(self.layers) - 1
+        return {f"layers.{i}.weight": BlockLayout(columns=i != last) for i in range(len(self.layers))}
 
     def describe(self) -> dict:
         return {"kind": "mlp", "widths": list(self.widths)}
