@@ -158,6 +158,7 @@ class TrainResult:
     history: tuple[dict, ...]
     masks: dict = field(repr=False, default_factory=dict)
     seconds: float = 0.0
+    parameters: int = 0  # all parameters of the model (prunable weights, biases, attention logits)
 
     @property
     def effective_fraction(self) -> float:
@@ -618,4 +619,4 @@ def _finish(tr: Trainer, t0: float, *, finished: bool) -> TrainResult:
         if os.path.exists(sp):
             os.unlink(sp)
     return TrainResult(path, acc, float(cfg.rate), float(achieved), kept, tr.n, report, tuple(tr.history),
-                       {n: m.cpu() for n, m in masks.items()}, time.perf_counter() - t0)
+                       {n: m.cpu() for n, m in masks.items()}, time.perf_counter() - t0, tr.model.n_parameters())

@@ -54,6 +54,7 @@ def run(args) -> int:
     s = res.audit["summary"]
     summary = {"checkpoint": res.checkpoint, "method": cfg.method, "target_rate": cfg.rate,
                "achieved_rate": res.achieved_rate, "kept": res.kept, "prunable": res.prunable,
+               "parameters": res.parameters,
                "effective": s["effective"], "dead": s["dead"], "accuracy": res.accuracy,
                "seconds": round(res.seconds, 2)}
     if args.format == "json":
@@ -61,7 +62,7 @@ def run(args) -> int:
     else:
         pct = 100.0 * s["effective"] / s["kept"] if s["kept"] else 0.0
         print(f"trained {cfg.model} ({cfg.preset if cfg.model == 'gcn' else 'mlp'}) on {cfg.dataset} with {cfg.method}: "
-              f"{res.prunable:,} prunable weights, kept {res.kept:,} (rate {100 * res.achieved_rate:.2f}%, "
+              f"{res.parameters:,} parameters, {res.prunable:,} prunable weights, kept {res.kept:,} (rate {100 * res.achieved_rate:.2f}%, "
               f"target {100 * cfg.rate:.2f}%)")
         print(f"effective {s['effective']:,} ({pct:.2f}% of kept), dead {s['dead']:,}; "
               f"test accuracy {100 * res.accuracy:.2f}%; {res.seconds:.1f}s")
