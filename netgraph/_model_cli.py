@@ -29,9 +29,6 @@ def _read_tensors(path: str) -> dict[str, Any]:
 
     from . import _checkpoint
 
-    loader = getattr(_checkpoint, "load_state_dict_tensors", None)
-    if loader is not None:
-        return dict(loader(path))
     ckpt = _checkpoint.load_checkpoint(path)
     return {k: torch.from_numpy(v.copy()) for k, v in ckpt.tensors.items()}
 
@@ -161,10 +158,20 @@ def _check_output(args) -> None:
         raise NetgraphError(f"{out}: folder {folder!r} does not exist")
 
 
-def _save(path: str, state_dict: Mapping[str, Any]) -> None:
+def _save(path: str, state_dict: Mapping[str, Any], traced, report, meta: Mapping[str, Any]) -> None:
+    """Write the repaired state_dict with the topology of the repaired model as data, so
+    ``netgraph audit OUT`` gives the exact audit without the model code (a compacted model's
+    state_dict no longer fits the factory's model)."""
     from ._checkpoint import save_checkpoint
+    from ._spec import graph_to_spec
 
-    save_checkpoint(path, {k: v for k, v in state_dict.items()}, format="torch")
+    bias_keys = {}
+    for name, (module, _) in traced.params.items():
+        key = f"{module}.bias" if module else "bias"
+        if key in state_dict:
+            bias_keys[name] = key
+    full = {"topology": graph_to_spec(traced.graph, bias_keys), "audit": report.to_dict(), **meta}
+    save_checkpoint(path, dict(state_dict), full, format="torch")
 
 
 def repair_with_model(args) -> int:
@@ -203,8 +210,11 @@ def repair_with_model(args) -> int:
                 raise VerificationFailed(
                     f"{mode} changed the outputs: largest relative difference {diff:.3g} > {TOLERANCE:g}; "
                     f"nothing was written to {args.output}")
-    _save(args.output, {k: v.detach().cpu() for k, v in state.items() if isinstance(v, torch.Tensor)})
-    after = trace_model(repaired, shape).audit(source=args.output)
+    after_traced = trace_model(repaired, shape)
+    after = after_traced.audit(source=args.output)
+    tensors = {k: v.detach().cpu() for k, v in state.items() if isinstance(v, torch.Tensor)}
+    _save(args.output, tensors, after_traced, after,
+          {"repair": mode, "input": os.path.abspath(args.path), "model": args.model, **({"compact": extra} if extra else {})})
     payload = {"output": args.output, "mode": mode, "before": before.to_dict(), "after": after.to_dict(),
                "max_relative_difference": diff}
     payload.update({"compact": extra} if extra else {})

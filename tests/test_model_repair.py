@@ -236,16 +236,24 @@ def test_cli_repair_prune_and_compact_verify(resnet_ckpt, tmp_path, capsys):
     assert main(["repair", str(resnet_ckpt), *MODEL, "--mode", "prune", "--verify", "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "verified" in text and out.exists()
-    sd = torch.load(out, weights_only=True)
+    sd = torch.load(out, weights_only=True)["state_dict"]
     assert "conv1.weight_mask" in sd
     assert main(["audit", str(out), *MODEL, "--format", "json"]) == 0
-    summary = json.loads(capsys.readouterr().out)["summary"]
+    with_model = json.loads(capsys.readouterr().out)
+    summary = with_model["summary"]
     assert summary["dead"] == summary["constant"] > 0  # constant weights are kept by default
+    # the file carries its topology: the audit without the model code is the same
+    assert main(["audit", str(out), "--format", "json"]) == 0
+    without_model = json.loads(capsys.readouterr().out)
+    assert without_model["summary"] == summary and without_model["layers"] == with_model["layers"]
     small = tmp_path / "small.pt"
     assert main(["compact", str(resnet_ckpt), *MODEL, "--verify", "-o", str(small), "--format", "json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["compact"]["params_after"] < payload["compact"]["params_before"]
     assert payload["max_relative_difference"] <= TOL
+    assert main(["audit", str(small), "--format", "json"]) == 0  # compact output audits without the model
+    small_audit = json.loads(capsys.readouterr().out)
+    assert small_audit["summary"] == payload["after"]["summary"]
     assert main(["compact", str(resnet_ckpt), *MODEL, "-o", str(small)]) == 2  # exists, no --force
     assert "exists" in capsys.readouterr().err
 
