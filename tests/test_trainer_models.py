@@ -98,3 +98,10 @@ def test_device_resolution():
 def test_trains_on_cuda_with_device_auto():
     res = train(TrainConfig(method="mp-tc", rate=0.98, epochs=3, progress=False, device="auto"))
     assert res.audit["summary"]["dead"] == 0 and res.kept == round(0.02 * res.prunable)
+
+
+def test_cli_method_names_match_the_trainer():
+    from netgraph._commands import train as cmd
+    from trainer import METHODS
+
+    assert cmd.METHODS == METHODS

@@ -23,11 +23,13 @@ Public surface
 ``phi``, ``plan_of``, ``tc_factors``,       the accessibility / coaccessibility networks
 ``tc_terms``, ``heaviside_st``,
 ``straight_through``
-``run_ablation``, ``AblationConfig``        tc-pruning Table 2, coarse-to-fine Tables 3–4
+``run_ablation``, ``AblationConfig``,       tc-pruning Table 2, coarse-to-fine Tables 3–4
+``ablation_markdown``, ``write_ablation``,  (JSON + Markdown)
+``measure_speedup``
 ==========================================  ==================================================
 """
 
-from ._ablate import AblationConfig, ablation_markdown, measure_speedup, run_ablation
+from ._ablate import AblationConfig, ablation_markdown, measure_speedup, run_ablation, write_ablation
 from ._data import (
     CHUNKS,
     SBU_TEST_SETS,
@@ -61,6 +63,7 @@ __all__ = [
     "ablation_markdown",
     "measure_speedup",
     "run_ablation",
+    "write_ablation",
     "CHUNKS",
     "SBU_TEST_SETS",
     "DataError",

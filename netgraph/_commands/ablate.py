@@ -43,8 +43,7 @@ def run(args) -> int:
     import sys
 
     from netgraph.errors import NetgraphError
-    from trainer import AblationConfig, ablation_markdown, run_ablation
-    from trainer._ablate import write_ablation
+    from trainer import AblationConfig, ablation_markdown, run_ablation, write_ablation
 
     if args.epochs < 2:
         raise NetgraphError(f"--epochs must be at least 2, got {args.epochs}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+# Same names as trainer.METHODS (a test checks it); spelled out here so that building the
+# parser does not import torch.
 METHODS = ("mp", "mp-tc", "ctf", "coarse", "fine", "pmp", "dense")
 
 
