@@ -144,3 +144,5 @@ def test_ablate_cli_writes_tables(tmp_path, capsys):
     recon = next(r for r in data["rows"] if r["method"] == "mp+reconnect")
     assert recon["effective_pct"] == 100.0
     assert "MP w TC" in (tmp_path / "ablation.md").read_text()
+    png = (tmp_path / "ablation.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

@@ -3,7 +3,8 @@
 For each dataset: the unpruned baseline; per rate of ``--tc-rates``: MP w/o TC, MP w TC
 (and, unless ``--no-extra``, PMP and MP + post-hoc reconnect): kept weights, % effective,
 accuracy; per rate of ``--ctf-rates``: coarse, fine and CTF: accuracy and measured speedup.
-Writes ``ablation.json`` and ``ablation.md`` to ``--out``; the tables also go to stdout.
+Writes ``ablation.json``, ``ablation.md`` and the curves (``ablation.png``: % effective and accuracy
+vs rate, a line per method, a row of panels per dataset) to ``--out``; the tables also go to stdout.
 """
 
 from __future__ import annotations
@@ -53,6 +54,22 @@ def run(args) -> int:
                          progress=not args.no_progress)
     result = run_ablation(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     jp, mp = write_ablation(result, args.out)
+    plots = _plots(jp, args.out)
     print(ablation_markdown(result))
-    print(f"wrote {jp} and {mp}")
+    print(f"wrote {jp}, {mp}" + "".join(f", {p}" for p in plots))
     return 0
+
+
+def _plots(json_path: str, out_dir: str) -> list[str]:
+    """``ablation.png``: % effective and accuracy vs rate, a line per method, a row per dataset."""
+    import os
+
+    import matplotlib.pyplot as plt
+
+    import viz
+
+    fig = viz.plot_ablation(viz.load_ablation(json_path))
+    try:
+        return [viz.save_figure(fig, os.path.join(out_dir, "ablation.png"))]
+    finally:
+        plt.close(fig)

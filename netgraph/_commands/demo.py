@@ -29,8 +29,8 @@ def add_parser(sub) -> None:
                     "topologically consistent (TC) loss, audits both, repairs the MP model, draws the "
                     "figures and writes a report folder (index.html). No download; a few minutes on 2 CPU cores.")
     p.add_argument("--out", default="netgraph-demo", help="report folder (default ./netgraph-demo)")
-    p.add_argument("--rate", type=float, default=0.98, help="pruning rate (default 0.98)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs per model (default 60; 8 with --quick)")
+    p.add_argument("--rate", type=float, default=0.99, help="pruning rate (default 0.99)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs per model (default 40; 8 with --quick)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a short run (seconds), for smoke tests")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -79,7 +79,7 @@ def run(args) -> int:
 
     if not 0.0 < args.rate < 1.0:
         raise NetgraphError(f"--rate must be in (0, 1), got {args.rate}")
-    epochs = args.epochs or (8 if args.quick else 60)
+    epochs = args.epochs or (8 if args.quick else 40)
     if epochs < 2:
         raise NetgraphError(f"--epochs must be at least 2, got {epochs}")
     out = os.path.abspath(args.out)
@@ -93,14 +93,23 @@ def run(args) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr)
 
-    runs = {}
-    for method, label in (("mp", "MP"), ("mp-tc", "MP + TC")):
-        path = os.path.join(out, f"gcn_sbu_{method}.pt")
-        log(f"training the SBU GCN with {label} at rate {args.rate:g} ({epochs} epochs)")
-        cfg = TrainConfig(model="gcn", preset="sbu", dataset="synthetic-sbu", method=method, rate=args.rate,
-                          epochs=epochs, seed=args.seed, device=args.device, out=path, progress=True)
-        res = train(cfg)
-        runs[method] = (label, path, res.accuracy)
+    labels = {"mp": "MP", "mp-tc": "MP + TC"}
+    sweep = sorted({args.rate} if args.quick else {0.9, 0.95, 0.98, args.rate, 0.995})
+    runs = {}     # the main rate: method -> (label, checkpoint, accuracy)
+    results = {}  # (method, rate) -> (checkpoint, TrainResult)
+    for rate in sweep:
+        for method, label in labels.items():
+            main_rate = rate == args.rate
+            name = f"gcn_sbu_{method}.pt" if main_rate else f"sweep/gcn_sbu_{method}_{rate:g}.pt"
+            path = os.path.join(out, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            log(f"training the SBU GCN with {label} at rate {rate:g} ({epochs} epochs)")
+            cfg = TrainConfig(model="gcn", preset="sbu", dataset="synthetic-sbu", method=method, rate=rate,
+                              epochs=epochs, seed=args.seed, device=args.device, out=path, progress=True)
+            res = train(cfg)
+            results[(method, rate)] = (path, res)
+            if main_rate:
+                runs[method] = (label, path, res.accuracy)
 
     log("auditing the checkpoints")
     audited = {m: _audit_file(p) for m, (_, p, _) in runs.items()}
@@ -133,10 +142,20 @@ def run(args) -> int:
     ckpt, graph, reach, rep = repaired["prune"][1]
     save(viz.plot_audit(rep, graph, reach, title="MP after repair --mode prune"), "connectivity_mp_prune.png",
          "MP after `netgraph repair --mode prune`: the dead weights are gone, the function is unchanged")
-    rows = [{"method": label, "rate": args.rate, "kept": audited[m][3].summary.kept,
-             "effective_pct": 100.0 * audited[m][3].summary.effective / max(audited[m][3].summary.kept, 1),
-             "accuracy": acc} for m, (label, _, acc) in runs.items()]
-    _write_json(os.path.join(out, "summary.json"), rows)
+    rows = []
+    for (m, rate), (path, res) in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        s = _audit_file(path)[3].summary
+        rows.append({"method": labels[m], "rate": rate, "kept": s.kept, "dead": s.dead,
+                     "effective_pct": 100.0 * s.effective / max(s.kept, 1), "accuracy": 100.0 * res.accuracy})
+    _write_json(os.path.join(out, "sweep.json"), rows)
+    if len(sweep) > 1:
+        save(viz.plot_ablation(rows, title="MP vs MP + TC on synthetic SBU"), "sweep.png",
+             "% of kept weights that are effective, and test accuracy, against the pruning rate")
+        cells = {(labels[m], rate): path for (m, rate), (path, _) in results.items()}
+        save(viz.plot_mask_grid(cells, layer="fc.weight", methods=list(labels.values()), rates=sweep,
+                                title="fc.weight across pruning rates (as Fig. 2 of the coarse-to-fine paper)"),
+             "mask_grid.png", "the dense layer's mask, methods in rows and pruning rates in columns; "
+                              "dead weights in the warning colour")
 
     for m in runs:
         _write_json(os.path.join(out, f"audit_{m}.json"), audited[m][3].to_dict())
@@ -149,6 +168,11 @@ def run(args) -> int:
     figs = "".join(f'<figure><img src="{n}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
                    for n, c in figures)
     layers = "".join(f"<h3>{html.escape(label)}</h3>{_layer_table(audited[m][3])}" for m, (label, _, _) in runs.items())
+    sweep_rows = "".join(
+        f"<tr><td>{r['method']}</td><td>{100 * r['rate']:g} %</td><td>{r['kept']:,}</td><td>{r['dead']:,}</td>"
+        f"<td>{r['effective_pct']:.1f} %</td><td>{r['accuracy']:.1f} %</td></tr>" for r in rows)
+    sweep_table = ("<h2>Across pruning rates</h2><table><tr><th>method</th><th>rate</th><th>kept</th><th>dead</th>"
+                   f"<th>effective / kept</th><th>test accuracy</th></tr>{sweep_rows}</table>")
     files = "".join(f'<li><a href="{n}">{n}</a></li>' for n in sorted(os.listdir(out))
                     if n.endswith((".pt", ".json")))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>netgraph demo</title>
@@ -159,13 +183,15 @@ figure{{margin:2em 0}}figcaption{{color:#444}}</style></head><body>
 <h1>netgraph demo</h1>
 <p>The SBU-preset skeleton GCN (1 head, 8 filters) trained on the synthetic SBU stand-in (8 classes)
 for {epochs} epochs, pruned to {100 * args.rate:g} % with magnitude pruning (MP) and with MP plus the
-topologically consistent (TC) loss; then the MP model repaired. Seed {args.seed};
+topologically consistent (TC) loss; then the MP model repaired. Also trained at rates
+{", ".join(f"{100 * r:g} %" for r in sweep)} for the curves. Seed {args.seed};
 total time {time.perf_counter() - t0:.0f} s.</p>
 <h2>Audit</h2>
 <table><tr><th>model</th><th>kept</th><th>effective</th><th>dead</th><th>constant</th><th>effective / kept</th>
 <th>sparsity</th><th>effective sparsity</th><th>test accuracy</th></tr>{table}</table>
 <p><em>Dead</em>: kept weights that no input reaches or that reach no output. <em>Constant</em>: dead
 weights fed only by a bias. Reproduce with <code>netgraph audit FILE</code>.</p>
+{sweep_table}
 <h2>Figures</h2>{figs}
 <h2>Per layer</h2>{layers}
 <h2>Files</h2><ul>{files}</ul>
