@@ -41,6 +41,7 @@ __all__ = [
     "save_checkpoint",
     "atomic_write",
     "natural_key",
+    "effective_tensor",
 ]
 
 MIN_TORCH = (2, 10)  # CVE-2025-32434 (fixed in 2.6) and CVE-2026-24747 (fixed in 2.10)
@@ -87,6 +88,17 @@ class Checkpoint:
             cached = _prunable(self.tensors, self.path)
             object.__setattr__(self, "_prunable", cached)
         return dict(cached)
+
+
+def effective_tensor(tensors: Mapping[str, np.ndarray], key: str) -> np.ndarray | None:
+    """The tensor ``key`` as the model uses it: stored plain, or ``key_orig * key_mask`` when
+    it is in torch's prune format (a pruned bias, say); ``None`` when absent."""
+    if key in tensors:
+        return tensors[key]
+    orig, mask = tensors.get(key + "_orig"), tensors.get(key + "_mask")
+    if orig is not None and mask is not None:
+        return orig * (mask != 0)
+    return None
 
 
 def natural_key(name: str) -> tuple:

@@ -26,7 +26,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ._checkpoint import Checkpoint, PrunableWeight, natural_key
+from ._checkpoint import Checkpoint, PrunableWeight, effective_tensor, natural_key
 from ._graph import GraphBuilder, LayeredGraph
 from ._spec import graph_from_spec
 from .errors import BadCheckpoint, ChainNotInferable
@@ -169,7 +169,7 @@ def _build_chain(layers: list[PrunableWeight], tensors: Mapping[str, np.ndarray]
                 src = flat
         dst = w.name[: -len(".weight")] if w.name.endswith(".weight") else w.name
         b.weight(w.name, src, dst, w.mask)
-        bias = tensors.get(_bias_key(w.name))
+        bias = effective_tensor(tensors, _bias_key(w.name))
         if bias is not None:
             if bias.shape != (w.mask.shape[0],):
                 raise BadCheckpoint(
@@ -196,8 +196,10 @@ def _build_chain(layers: list[PrunableWeight], tensors: Mapping[str, np.ndarray]
                 f"BatchNorm {prefix!r} could follow {len(candidates)} layers with {width} outputs; its shift "
                 "is counted as a constant source on all of them (conservative)"
             )
-        gamma = tensors.get(prefix + ".weight", np.ones(width))
-        beta = tensors.get(prefix + ".bias", np.zeros(width))
+        gamma = effective_tensor(tensors, prefix + ".weight")
+        gamma = np.ones(width) if gamma is None else gamma
+        beta = effective_tensor(tensors, prefix + ".bias")
+        beta = np.zeros(width) if beta is None else beta
         mean = tensors[prefix + ".running_mean"]
         # shift = beta - mean * gamma / sqrt(var + eps): non-zero unless beta and mean*gamma vanish.
         for _, group, _ in candidates:

@@ -26,6 +26,7 @@ from typing import Mapping
 import numpy as np
 import scipy.sparse as sp
 
+from ._checkpoint import effective_tensor
 from ._graph import DENSE, IDENTITY, WEIGHTED, GraphBuilder, LayeredGraph
 from .errors import BadCheckpoint, InvalidGraph
 
@@ -92,9 +93,9 @@ def graph_from_spec(spec: Mapping, masks: Mapping[str, np.ndarray], tensors: Map
                 if name not in masks:
                     raise BadCheckpoint(f"{source}: the topology names weight {name!r} but the state_dict has no such tensor")
                 b.weight(name, blk["src"], blk["dst"], masks[name], conv_groups=int(blk.get("conv_groups", 1)))
-                bias_key = blk.get("bias")
-                if bias_key and bias_key in tensors:
-                    b.constant(blk["dst"], np.asarray(tensors[bias_key]).reshape(-1) != 0)
+                bias = effective_tensor(tensors, blk["bias"]) if blk.get("bias") else None
+                if bias is not None:
+                    b.constant(blk["dst"], np.asarray(bias).reshape(-1) != 0)
             elif kind == IDENTITY:
                 b.identity(blk["src"], blk["dst"], name=blk["name"])
             elif kind == DENSE:

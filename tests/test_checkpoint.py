@@ -179,3 +179,27 @@ def test_trainer_style_container_with_meta_is_read(tmp_path):
 def test_in_memory_state_dict():
     ck = checkpoint_from_state_dict({"w.weight": torch.eye(3)})
     assert audit(graph_from_checkpoint(ck)).summary.effective == 3
+
+
+def test_pruned_bias_in_prune_format_still_feeds_constants(tmp_path):
+    """A bias stored as bias_orig + bias_mask is a bias: its kept entries are constant sources."""
+    w1 = torch.tensor([[1.0, 0.5], [0.0, 0.0]])  # unit 1 receives no input ...
+    b1 = torch.tensor([0.3, 2.0])                 # ... but has a bias
+    w2 = torch.tensor([[0.0, 1.5]])               # and feeds the output
+    sd = {"fc1.weight": w1, "fc1.bias_orig": b1, "fc1.bias_mask": torch.tensor([0.0, 1.0]),
+          "fc2.weight": w2, "fc2.bias": torch.zeros(1)}
+    src, out = tmp_path / "b.pt", tmp_path / "b_fixed.pt"
+    torch.save(sd, src)
+    rep = audit(graph_from_checkpoint(load_checkpoint(src)))
+    assert rep.layer("fc2.weight").constant == 1
+    assert main(["repair", str(src), "-o", str(out)]) == 0
+    fixed = load_checkpoint(out)
+    assert fixed.tensors["fc2.weight"][0, 1] == 1.5  # the constant-fed weight is kept
+
+    def forward(ck, x):
+        t = ck.tensors
+        h = np.maximum(x @ t["fc1.weight"].T + t["fc1.bias_orig"] * t["fc1.bias_mask"], 0)
+        return h @ t["fc2.weight"].T + t["fc2.bias"]
+
+    x = np.random.default_rng(0).normal(size=(8, 2))
+    np.testing.assert_allclose(forward(fixed, x), forward(load_checkpoint(src), x), rtol=1e-12)
