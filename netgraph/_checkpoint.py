@@ -79,6 +79,7 @@ class Checkpoint:
     meta: Mapping[str, Any] = field(default_factory=dict, repr=False)
     root: Any = field(default=None, repr=False)
     state_dict_key: str | None = None
+    dtypes: Mapping[str, str] = field(default_factory=dict, repr=False)  # stored dtype, e.g. "bfloat16"
 
     def prunable(self) -> dict[str, PrunableWeight]:
         """Prunable weights by user name, in natural key order: prune-format pairs and
@@ -222,7 +223,7 @@ def _unwrap(obj, path: str) -> tuple[dict, dict, str | None]:
     return {k: v for k, v in obj.items() if k != "netgraph"}, dict(meta), None
 
 
-def _load_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict]:
+def _load_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict, dict[str, str]]:
     size = os.path.getsize(path)
     with open(path, "rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
@@ -270,16 +271,17 @@ def _load_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict]:
             framework = "pt"
         except ImportError:  # pragma: no cover
             framework = "numpy"
-        out = {}
+        out, dtypes = {}, {}
         with safe_open(path, framework=framework) as f:
             for key in f.keys():
                 t = f.get_tensor(key)
                 out[key] = _to_numpy(t, f"{path}: tensor {key!r}") if framework == "pt" else np.asarray(t)
+                dtypes[key] = str(t.dtype).replace("torch.", "")
     except BadCheckpoint:
         raise
     except Exception as exc:
         raise BadCheckpoint(f"{path}: cannot be read as safetensors ({type(exc).__name__}: {exc})") from None
-    return out, meta
+    return out, meta, dtypes
 
 
 def _validate(tensors: Mapping[str, np.ndarray], path: str) -> None:
@@ -337,21 +339,22 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if fmt == "torch":
         root = _load_torch(path)
         sd, meta, key = _unwrap(root, path)
-        tensors = {}
+        tensors, dtypes = {}, {}
         import torch
 
         for k, v in sd.items():
             if isinstance(v, torch.Tensor):
                 tensors[k] = _to_numpy(v, f"{path}: tensor {k!r}")
+                dtypes[k] = str(v.dtype).replace("torch.", "")
             elif isinstance(v, (int, float, str, bool, type(None))):
                 continue  # e.g. a step counter next to the tensors
             else:
                 raise BadCheckpoint(f"{path}: entry {k!r} is a {type(v).__name__}, expected a tensor")
     else:
-        tensors, meta = _load_safetensors(path)
+        tensors, meta, dtypes = _load_safetensors(path)
         root, key = None, None
     _validate(tensors, path)
-    ckpt = Checkpoint(path, fmt, tensors, meta, root, key)
+    ckpt = Checkpoint(path, fmt, tensors, meta, root, key, dtypes)
     ckpt.prunable()  # validates prune-format pairs once, at the boundary
     return ckpt
 

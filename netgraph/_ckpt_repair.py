@@ -97,7 +97,12 @@ def _write_like(ckpt: Checkpoint, tensors: dict[str, np.ndarray], meta: dict, ou
     """Write ``tensors`` in the same container and format as ``ckpt`` came in."""
     import torch
 
-    sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
+    def as_stored(key, value):  # keep each tensor's stored dtype (bf16 stays bf16)
+        t = torch.from_numpy(np.ascontiguousarray(value))
+        dtype = getattr(torch, ckpt.dtypes.get(key, ""), None)
+        return t.to(dtype) if isinstance(dtype, torch.dtype) else t
+
+    sd = {k: as_stored(k, v) for k, v in tensors.items()}
     if ckpt.format == "safetensors":
         import json
 

@@ -203,3 +203,26 @@ def test_pruned_bias_in_prune_format_still_feeds_constants(tmp_path):
 
     x = np.random.default_rng(0).normal(size=(8, 2))
     np.testing.assert_allclose(forward(fixed, x), forward(load_checkpoint(src), x), rtol=1e-12)
+
+
+@pytest.mark.parametrize("ext", [".pt", ".safetensors"])
+def test_repair_keeps_each_tensors_stored_dtype(tmp_path, ext):
+    w1 = torch.zeros(4, 3)
+    w1[0, 0] = w1[3, 1] = 1.0  # fc1 unit 3 feeds nothing: one dead weight
+    w2 = torch.zeros(2, 4)
+    w2[0, 0] = 1.0
+    sd = {"fc1.weight": w1.bfloat16(), "fc2.weight": w2.half(), "fc2.bias": torch.zeros(2, dtype=torch.float64)}
+    src, out = tmp_path / f"m{ext}", tmp_path / f"fixed{ext}"
+    if ext == ".pt":
+        torch.save(sd, src)
+    else:
+        save_file(sd, src)
+    assert main(["repair", str(src), "-o", str(out)]) == 0
+    if ext == ".pt":
+        got = torch.load(out, weights_only=True)
+    else:
+        from safetensors.torch import load_file
+
+        got = load_file(out)
+    assert {k: v.dtype for k, v in got.items()} == {k: v.dtype for k, v in sd.items()}
+    assert got["fc1.weight"].float().count_nonzero() == 1
