@@ -230,17 +230,28 @@ class LayeredGraph:
     def weighted_blocks(self) -> tuple[Block, ...]:
         return tuple(b for b in self.blocks if b.weighted)
 
+    def _index(self) -> dict:
+        idx = self.__dict__.get("_idx")
+        if idx is None:  # built once, on first use (the graph never changes)
+            idx = {"in": {g: [] for g in self.order}, "out": {g: [] for g in self.order}, "name": {}}
+            for b in self.blocks:
+                idx["in"][b.dst].append(b)
+                idx["out"][b.src].append(b)
+                idx["name"].setdefault(b.name, b)
+            object.__setattr__(self, "_idx", idx)
+        return idx
+
     def incoming(self, group: str) -> tuple[Block, ...]:
-        return tuple(b for b in self.blocks if b.dst == group)
+        """Blocks into ``group``, in forward order."""
+        return tuple(self._index()["in"][group])
 
     def outgoing(self, group: str) -> tuple[Block, ...]:
-        return tuple(b for b in self.blocks if b.src == group)
+        """Blocks out of ``group``, in forward order."""
+        return tuple(self._index()["out"][group])
 
     def block(self, name: str) -> Block:
-        for b in self.blocks:
-            if b.name == name:
-                return b
-        raise KeyError(name)
+        """The block called ``name`` (weighted blocks: the weight's state_dict key)."""
+        return self._index()["name"][name]
 
     def depth(self) -> dict[str, int]:
         """Longest number of blocks from a source to each group."""
