@@ -102,6 +102,12 @@ def infer_chain(ckpt: Checkpoint) -> LayeredGraph:
     bn_prefixes = {k[: -len(".running_mean")] for k in tensors if k.endswith(".running_mean")}
     # Every tensor must be understood: an unknown one could be an op that matters.
     for key, t in tensors.items():
+        if ".parametrizations." in key:
+            raise ChainNotInferable(
+                f"{path}: tensor {key!r} is a torch.nn.utils.parametrize original (torch.ao.pruning); its masks "
+                "are not in the state_dict, so what is pruned is unknown: call sparsifier.squash_mask() (or "
+                "parametrize.remove_parametrizations(module, 'weight')) before saving"
+            )
         base = key[:-5] if key.endswith(("_orig", "_mask")) else key
         prefix = base.rsplit(".", 1)[0] if "." in base else ""
         leaf = base.rsplit(".", 1)[-1]

@@ -151,7 +151,12 @@ def make_ambiguous(p):
     _save({"x.weight": torch.ones(4, 3), "y.weight": torch.ones(4, 4), "a.weight": torch.ones(4, 4)}, p)
 
 
+def make_parametrize_original(p):
+    _save({"0.parametrizations.weight.original": torch.ones(4, 3), "0.bias": torch.zeros(4)}, p)
+
+
 CASES = [
+    ("ao-parametrize", make_parametrize_original, "squash_mask"),
     ("pickle-runs-code", make_pickle_code, "refused"),
     ("legacy-pickle", make_legacy_pickle, "legacy"),
     ("truncated", make_truncated, "corrupt or truncated"),
