@@ -28,7 +28,7 @@ stayed at chance).
 mp, fine   CE(ŵ ⊙ ψ_f) + λ(Σψ_f − c)²
 mp-tc      CE(ŵ ⊙ ψ_f ⊙ Φ) + λ(Σ ψ_f ⊙ Φ − c)² + η Σ ψ_f ⊙ (1 − Φ)   (tc-pruning Eq. 4)
 ctf        CE(ŵ ⊙ ψ_c(ψ_f) ⊙ ψ_f) + λ(Σψ − c)²                     (coarse-to-fine Eq. 4)
-coarse     CE(ŵ ⊙ ψ_c(ψ_f)) + λ(Σψ − c)²
+coarse     CE(ŵ ⊙ ψ_c(ψ_f)) + λ(Σψ − c)²   (θ calibrated: crisp start at c, see _masks)
 pmp        CE(ŵ ⊙ ψ_f) + μ·N·W1(|ŵ|, prior)                          (no budget term)
 dense      CE(ŵ)  (the unpruned baseline; rate must be 0)
 =========  ======================================================================
@@ -64,6 +64,7 @@ from ._masks import (
     LN3,
     band_stop,
     budget_loss,
+    calibrate_gate_threshold,
     coarse_mask,
     crispness_for_threshold,
     ctf_mask,
@@ -220,6 +221,9 @@ class Trainer:
         self.gate_theta = gate_threshold(config.rate, config.gate_ratio) if config.method in ("ctf", "coarse") else 0.0
         self.epoch = 0
         self.relax_epochs = config.epochs - config.finetune
+        if config.method == "coarse":
+            # gates alone: θ such that the initial crisp coarse mask keeps exactly c (see _masks)
+            self.gate_theta = self._calibrated_gate_theta()
         if config.method != "dense":
             self._preserve_variance()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
@@ -231,6 +235,35 @@ class Trainer:
         self.relax_epochs = config.epochs - config.finetune
         self.x_train = self.data.x_train.to(self.device)
         self.y_train = self.data.y_train.to(self.device)
+
+    @torch.no_grad()
+    def _calibrated_gate_theta(self) -> float:
+        """``coarse``'s gate threshold: its initial crisp mask keeps at most (about) ``c`` weights
+        (``gate_ratio`` is then unused).  One global ``θ``; recomputed from the seeded
+        initialisation on resume, so it is the same value.
+
+        Tried and rejected: one ``θ`` per layer with each layer's crisp start at its ERK
+        share.  Group masses inside a layer are nearly equal at initialisation, so every
+        gate then sits near ½ and the *soft* mass starts at ~8·c (SBU, 95 %): the budget
+        dominates again and the network stayed near chance (39 % at 95 %, 12 % at 98 %)."""
+        s = self.crispness()
+        fines = {n: band_stop(w, s) for n, w in self.model.prunable().items()}
+
+        def kept(theta: float) -> int:
+            return sum(int((coarse_mask(f, self.layouts[n], theta) >= 0.5).sum()) for n, f in fines.items())
+
+        return calibrate_gate_threshold(kept, self.c)
+
+    def _layer_budgets(self) -> dict[str, int]:
+        """ERK layer budgets (kept weights per layer) summing to exactly ``c``."""
+        params = self.model.prunable()
+        sizes = {n: p.numel() for n, p in params.items()}
+        dens = erk_densities({n: tuple(p.shape) for n, p in params.items()}, self.config.rate)
+        want = {n: dens[n] * sizes[n] for n in params}
+        ks = {n: int(np.floor(v)) for n, v in want.items()}
+        for n in sorted(want, key=lambda n: ks[n] - want[n])[: max(0, int(self.c) - sum(ks.values()))]:
+            ks[n] += 1  # largest remainders first, so the total is exactly c
+        return {n: min(ks[n], sizes[n]) for n in ks}
 
     @torch.no_grad()
     def _preserve_variance(self) -> None:
@@ -440,17 +473,12 @@ class Trainer:
         """Top-k per layer with ERK layer budgets summing to ``c``: gate products of different
         layers are not comparable (a global ranking by them emptied the SBU preset's first
         layer), so ``coarse`` keeps each layer's share of the budget."""
-        shapes = {n: tuple(t.shape) for n, t in sc.items()}
-        dens = erk_densities(shapes, self.config.rate)
-        want = {n: dens[n] * sc[n].numel() for n in sc}
-        ks = {n: int(np.floor(v)) for n, v in want.items()}
-        for n in sorted(want, key=lambda n: ks[n] - want[n])[: max(0, c - sum(ks.values()))]:
-            ks[n] += 1  # largest remainders first, so the total is exactly c
+        ks = self._layer_budgets()
         out = {}
         for n, t in sc.items():
             flat = t.reshape(-1)
             keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-            keep[torch.argsort(flat, descending=True, stable=True)[: min(ks[n], flat.numel())]] = True
+            keep[torch.argsort(flat, descending=True, stable=True)[: ks[n]]] = True
             out[n] = keep.reshape(t.shape)
         return out
 
