@@ -19,7 +19,7 @@ from typing import Mapping
 import numpy as np
 
 from ._audit import AuditReport, audit
-from ._checkpoint import Checkpoint, atomic_write, load_checkpoint
+from ._checkpoint import Checkpoint, atomic_write, checkpoint_from_state_dict, load_checkpoint
 from ._infer import graph_from_checkpoint
 from ._repair import RepairResult, prune_masks, reconnect_masks
 from .errors import BadCheckpoint, NetgraphError
@@ -88,8 +88,15 @@ def repair_checkpoint(path: str, output: str, mode: str = "prune", *, scores_pat
                 vals[added] = scores[name][added]
             tensors[name] = vals
     meta = dict(ckpt.meta)
+    after = audit(graph_from_checkpoint(checkpoint_from_state_dict(tensors, source=output, meta=meta)), source=output)
+    if meta:  # the stored audit and rates describe the input; record what the output is
+        meta.update({"audit": after.to_dict(), "repair": mode, "repaired_from": os.path.abspath(path)})
+        if "achieved_rate" in meta and after.summary.weights:
+            meta["achieved_rate"] = float(after.summary.sparsity)
     new_ckpt = _write_like(ckpt, tensors, meta, output)
-    after = audit(graph_from_checkpoint(new_ckpt), source=output)
+    check = audit(graph_from_checkpoint(new_ckpt), source=output)
+    if check.to_dict() != after.to_dict():  # the file must say what was computed
+        raise NetgraphError(f"{output}: the written checkpoint audits differently from the repaired masks")
     return CheckpointRepair(output, mode, result, before, after)
 
 
