@@ -124,6 +124,8 @@ def _write_like(ckpt: Checkpoint, tensors: dict[str, np.ndarray], meta: dict, ou
             inner = dict(root[ckpt.state_dict_key])
             inner.update(sd)
             obj[ckpt.state_dict_key] = inner
+            if meta:
+                obj["netgraph"] = meta
         elif isinstance(root, dict):
             obj = dict(root)
             obj.update(sd)

@@ -226,3 +226,20 @@ def test_repair_keeps_each_tensors_stored_dtype(tmp_path, ext):
         got = load_file(out)
     assert {k: v.dtype for k, v in got.items()} == {k: v.dtype for k, v in sd.items()}
     assert got["fc1.weight"].float().count_nonzero() == 1
+
+
+def test_repair_updates_the_stored_audit_of_a_trainer_checkpoint(tmp_path):
+    mask = torch.zeros(4, 3)
+    mask[0, 0] = mask[3, 1] = 1.0  # fc1 unit 3 feeds nothing
+    w2 = torch.zeros(2, 4)
+    w2[0, 0] = 1.0
+    sd = {"fc1.weight_orig": torch.randn(4, 3), "fc1.weight_mask": mask, "fc2.weight_orig": w2 + 0.1,
+          "fc2.weight_mask": (w2 != 0).float()}
+    src, out = tmp_path / "t.pt", tmp_path / "t_fixed.pt"
+    before = audit(graph_from_checkpoint(checkpoint_from_state_dict(sd))).to_dict()
+    torch.save({"state_dict": sd, "netgraph": {"method": "mp", "achieved_rate": 1 - 3 / 20, "audit": before}}, src)
+    assert main(["repair", str(src), "-o", str(out)]) == 0
+    meta = load_checkpoint(out).meta
+    assert meta["method"] == "mp" and meta["repair"] == "prune"
+    assert meta["audit"]["summary"]["dead"] == 0 and before["summary"]["dead"] == 1
+    assert meta["achieved_rate"] == pytest.approx(1 - 2 / 20)
