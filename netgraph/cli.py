@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Audit, repair, train and draw pruned neural networks as layered DAGs.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"netgraph {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
