@@ -38,7 +38,21 @@ latents to soft masks ``ψ ∈ [0, 1]`` of the same shapes:
   diverged.)  Known limit: at 98 % on the SBU preset the global ``θ`` closes every group of
   the ERK-sparse fc layer at the start (its soft mass ~1e-5), the variance preservation
   scales that layer up ~1e4 and the loss explodes when its gates open: coarse stays near
-  chance there.
+  chance there.  Tried next and *not* kept (measured, seed 0, 40 epochs, all at chance): (a)
+  straight-through gates (crisp gate product forward, soft gradient backward, as MP+TC's Φ)
+  with one ``θ`` per layer calibrated to its ERK share (no layer empty, no 1e4 rescale, budget
+  on the straight-through crisp count, which starts at ``c``): 22.8 %, CE flat at ln 8.  The
+  initial structured mask is *disconnected* — it keeps a near-random rectangle of units per
+  layer, and consecutive layers do not agree on the units they share (at 98 %: fc keeps 215
+  weights of which 1 is effective; conv keeps 5 of 8 filters, fc's kept input blocks mostly
+  belong to the other 3) — and a crisp forward gives a dead path no gradient to revive it.
+  (b) The same per-layer ``θ`` with the soft forward and the straight-through budget: 24.6 %;
+  fc's gates all sit in [0.3, 0.6], whole layers flip across ½ between steps (crisp count
+  150–5,800 around a budget of 215) and the budget term dominates.  (c) Per-layer ``θ``, soft
+  forward, soft budget: 12.3 %.  For reference ``fine`` at 98 % keeps CE ≈ 2.0 for ~15
+  epochs before it learns, so coarse has little time before the budget bites.  What a fix
+  likely needs: gates shared by the two layers that meet at a unit (an output gate of layer
+  ℓ *is* the input gate of layer ℓ+1), so a structured mask is connected by construction.
 * **PMP** (probabilistic magnitude pruning, our reading of ``pmp-summary.md``, of which
   only a summary exists): a divergence term aligns the empirical distribution of ``|ŵ|``
   (all prunable latents together) with a prior, and the prior's quantile at the target rate
