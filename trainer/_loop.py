@@ -11,10 +11,9 @@ Contract
    loss rose, ``ν ← ν/0.99`` when it fell (clamped to ``[ν₀/100, 10·ν₀]`` so a long fall
    cannot blow it up).
 2. **Crisp finish**: the soft masks are made crisp at the exact budget (the ``c`` weights
-   with the highest score — per layer with ERK layer budgets for ``coarse``, whose gate
-   products are not comparable across layers; for MP+TC the smallest top-k whose *effective* part reaches
+   with the highest score; for MP+TC and ``coarse`` the smallest top-k whose *effective* part reaches
    ``c``, keeping only that effective part, then trimmed to ``c`` by removals that kill
-   nothing else), and the kept weights are fine-tuned with the masks fixed
+   nothing else — ``coarse`` ranks its re-calibrated crisp unit structure first), and the kept weights are fine-tuned with the masks fixed
    (``finetune_epochs``; cross-entropy only).
 
 Losses (``ψ`` the method's soft mask, ``Φ = φ_l φ_rᵀ`` the (co)accessibility factor).  The
@@ -28,7 +27,7 @@ stayed at chance).
 mp, fine   CE(ŵ ⊙ ψ_f) + λ(Σψ_f − c)²
 mp-tc      CE(ŵ ⊙ ψ_f ⊙ Φ) + λ(Σ ψ_f ⊙ Φ − c)² + η Σ ψ_f ⊙ (1 − Φ)   (tc-pruning Eq. 4)
 ctf        CE(ŵ ⊙ ψ_c(ψ_f) ⊙ ψ_f) + λ(Σψ − c)²                     (coarse-to-fine Eq. 4)
-coarse     CE(ŵ ⊙ ψ_c(ψ_f)) + λ(Σψ − c)²   (θ calibrated: crisp start at c, see _masks)
+coarse     CE(ŵ ⊙ sg(U)) + λ(ΣU − c)²   (U: shared unit gates, straight-through; sg: no grad)
 pmp        CE(ŵ ⊙ ψ_f) + μ·N·W1(|ŵ|, prior)                          (no budget term)
 dense      CE(ŵ)  (the unpruned baseline; rate must be 0)
 =========  ======================================================================
@@ -64,14 +63,14 @@ from ._masks import (
     LN3,
     band_stop,
     budget_loss,
-    calibrate_gate_threshold,
-    coarse_mask,
     crispness_for_threshold,
     ctf_mask,
     gate_threshold,
     halfnormal_quantile,
     pmp_prior_quantiles,
     pmp_threshold,
+    unit_gate_masks,
+    unit_gate_thresholds,
     wasserstein1_sorted,
 )
 from ._models import GCN, MLP, gcn_preset
@@ -237,33 +236,14 @@ class Trainer:
         self.y_train = self.data.y_train.to(self.device)
 
     @torch.no_grad()
-    def _calibrated_gate_theta(self) -> float:
-        """``coarse``'s gate threshold: its initial crisp mask keeps at most (about) ``c`` weights
-        (``gate_ratio`` is then unused).  One global ``θ``; recomputed from the seeded
-        initialisation on resume, so it is the same value.
-
-        Tried and rejected: one ``θ`` per layer with each layer's crisp start at its ERK
-        share.  Group masses inside a layer are nearly equal at initialisation, so every
-        gate then sits near ½ and the *soft* mass starts at ~8·c (SBU, 95 %): the budget
-        dominates again and the network stayed near chance (39 % at 95 %, 12 % at 98 %)."""
-        s = self.crispness()
-        fines = {n: band_stop(w, s) for n, w in self.model.prunable().items()}
-
-        def kept(theta: float) -> int:
-            return sum(int((coarse_mask(f, self.layouts[n], theta) >= 0.5).sum()) for n, f in fines.items())
-
-        return calibrate_gate_threshold(kept, self.c)
-
-    def _layer_budgets(self) -> dict[str, int]:
-        """ERK layer budgets (kept weights per layer) summing to exactly ``c``."""
-        params = self.model.prunable()
-        sizes = {n: p.numel() for n, p in params.items()}
-        dens = erk_densities({n: tuple(p.shape) for n, p in params.items()}, self.config.rate)
-        want = {n: dens[n] * sizes[n] for n in params}
-        ks = {n: int(np.floor(v)) for n, v in want.items()}
-        for n in sorted(want, key=lambda n: ks[n] - want[n])[: max(0, int(self.c) - sum(ks.values()))]:
-            ks[n] += 1  # largest remainders first, so the total is exactly c
-        return {n: min(ks[n], sizes[n]) for n in ks}
+    def _calibrated_gate_theta(self) -> dict[str, float]:
+        """``coarse``'s per-group unit-gate thresholds (``gate_ratio`` is unused): every
+        gated group keeps the same fraction ``q`` of its units (its strongest by incident
+        mass), ``q`` the largest for which the crisp structured mask keeps at most ``c``
+        weights (bisection).  Recomputed from the seeded initialisation on resume (same
+        values) and on the final latents for the crisp finish."""
+        fines = {n: band_stop(w, self.crispness()) for n, w in self.model.prunable().items()}
+        return unit_gate_thresholds(self.plan, fines, self.c)
 
     @torch.no_grad()
     def _preserve_variance(self) -> None:
@@ -298,21 +278,29 @@ class Trainer:
             if m == "ctf":
                 out[name] = ctf_mask(fine, self.layouts[name], self.gate_theta)
             elif m == "coarse":
-                out[name] = coarse_mask(fine, self.layouts[name], self.gate_theta)
+                out[name] = fine  # replaced below: coarse's gates couple layers
             else:
                 out[name] = fine
+        if m == "coarse":
+            out = unit_gate_masks(self.plan, out, self.gate_theta)[0]
         return out
 
     def scores(self, psi: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Ranking used to crisp the masks at the exact budget (higher = kept first)."""
         m = self.config.method
         out = {}
+        if m == "coarse":
+            # re-calibrated on the final latents: the crisp structure is at (at most) the budget
+            fines = {n: band_stop(p.detach(), self.crispness()) for n, p in self.model.prunable().items()}
+            crisp, soft = unit_gate_masks(self.plan, fines, self._calibrated_gate_theta())
         for name, w in self.model.prunable().items():
             mag = w.detach().abs()
-            if m in ("ctf", "coarse"):
+            if m == "ctf":
                 fine = band_stop(w.detach(), self.crispness())
-                gates = psi[name].detach() / fine.clamp_min(1e-30) if m == "ctf" else psi[name].detach()
-                out[name] = gates * (1.0 + mag) if m == "coarse" else gates * mag
+                out[name] = psi[name].detach() / fine.clamp_min(1e-30) * mag
+            elif m == "coarse":
+                # the crisp structured mask first (kept rectangles), then soft gates × magnitude
+                out[name] = (crisp[name].detach() >= 0.5).to(mag.dtype) + 0.5 * soft[name] * mag / (1.0 + mag)
             else:
                 out[name] = mag
         return out
@@ -343,7 +331,11 @@ class Trainer:
             terms["budget"] = budget_loss(effective, self.c, cfg.lam)
             terms["eta"] = cfg.eta * dead / max(self.c, 1.0)  # in units of the budget, like the budget term
         else:
-            terms["ce"] = F.cross_entropy(self.model(xb, psi), yb)
+            if cfg.method == "coarse":
+                # the CE trains the weights through the crisp structure, not the unit gates (see _masks)
+                terms["ce"] = F.cross_entropy(self.model(xb, {n: p.detach() for n, p in psi.items()}), yb)
+            else:
+                terms["ce"] = F.cross_entropy(self.model(xb, psi), yb)
             if cfg.method == "pmp":
                 lat = torch.cat([w.reshape(-1).abs() for w in self.model.prunable().values()])
                 q = pmp_prior_quantiles(lat.numel(), cfg.rate, self.pmp_eps(), device=lat.device)
@@ -428,9 +420,7 @@ class Trainer:
             return {n: part.reshape(s) for n, part, s in zip(names, torch.split(keep, sizes), shapes)}
 
         c = int(self.c)
-        if self.config.method == "coarse":
-            return self._per_layer_top(sc, c)
-        if self.config.method != "mp-tc":
+        if self.config.method not in ("mp-tc", "coarse"):
             return top(c)
 
         def count(k):
@@ -468,19 +458,6 @@ class Trainer:
                 if new_got == got - 1:
                     eff, got = new, new_got
         return eff
-
-    def _per_layer_top(self, sc: Mapping[str, torch.Tensor], c: int) -> dict[str, torch.Tensor]:
-        """Top-k per layer with ERK layer budgets summing to ``c``: gate products of different
-        layers are not comparable (a global ranking by them emptied the SBU preset's first
-        layer), so ``coarse`` keeps each layer's share of the budget."""
-        ks = self._layer_budgets()
-        out = {}
-        for n, t in sc.items():
-            flat = t.reshape(-1)
-            keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-            keep[torch.argsort(flat, descending=True, stable=True)[: ks[n]]] = True
-            out[n] = keep.reshape(t.shape)
-        return out
 
     def start_finish(self) -> None:
         self.fixed = self.crisp_masks()

@@ -22,37 +22,39 @@ latents to soft masks ``ψ ∈ [0, 1]`` of the same shapes:
   2. *column* (paper orientation ``(in, out)``): all weights into one output unit,
   3. *row*: all weights out of one input unit.
 
-* **coarse**: ``ψ = ψ_c(ψ_f(ŵ))`` (the gates only: structured pruning).  Here ``θ`` is not
-  ``ρ·d``: it is *calibrated* (:func:`calibrate_gate_threshold`) so that the initial crisp
-  coarse mask (gate product ≥ ½) keeps ``c`` weights (at most ``c``: counts jump by groups), the same start-at-the-budget
-  rule that fixes ``s₀`` for the band-stop.  Why: ``ρ·d`` suits CTF, where a gate only removes
-  groups that ψ_f has already thinned and ψ_f does the rest of the budget; with the gates
-  alone every group's mass (≈ the soft ψ_f density, far above ``ρ·d``) opens its gate, the
-  relaxed mask starts at ~N instead of ``c`` (the SBU preset at 95 %: Σψ ≈ 17.6·c), and the
-  budget, ~300× its size at the start and normalised per weight by Adam, shrinks every latent
-  alike until the mass falls to ``c``.  No group is preferred, the signal dies and the
-  network stayed at chance (12–23 %) at every rate.  Calibrated, the budget starts near its
-  minimum, the cross-entropy trains from the first epoch and the budget only arbitrates
-  between groups.  (A ``θ`` that puts the *soft* mass at ``c`` instead was tried: it needs
-  gates ≈ 0.05, the effective weight then grows like a high power of ``ŵ`` and training
-  diverged.)  Known limit: at 98 % on the SBU preset the global ``θ`` closes every group of
-  the ERK-sparse fc layer at the start (its soft mass ~1e-5), the variance preservation
-  scales that layer up ~1e4 and the loss explodes when its gates open: coarse stays near
-  chance there.  Tried next and *not* kept (measured, seed 0, 40 epochs, all at chance): (a)
-  straight-through gates (crisp gate product forward, soft gradient backward, as MP+TC's Φ)
-  with one ``θ`` per layer calibrated to its ERK share (no layer empty, no 1e4 rescale, budget
-  on the straight-through crisp count, which starts at ``c``): 22.8 %, CE flat at ln 8.  The
-  initial structured mask is *disconnected* — it keeps a near-random rectangle of units per
-  layer, and consecutive layers do not agree on the units they share (at 98 %: fc keeps 215
-  weights of which 1 is effective; conv keeps 5 of 8 filters, fc's kept input blocks mostly
-  belong to the other 3) — and a crisp forward gives a dead path no gradient to revive it.
-  (b) The same per-layer ``θ`` with the soft forward and the straight-through budget: 24.6 %;
-  fc's gates all sit in [0.3, 0.6], whole layers flip across ½ between steps (crisp count
-  150–5,800 around a budget of 215) and the budget term dominates.  (c) Per-layer ``θ``, soft
-  forward, soft budget: 12.3 %.  For reference ``fine`` at 98 % keeps CE ≈ 2.0 for ~15
-  epochs before it learns, so coarse has little time before the budget bites.  What a fix
-  likely needs: gates shared by the two layers that meet at a unit (an output gate of layer
-  ℓ *is* the input gate of layer ℓ+1), so a structured mask is connected by construction.
+* **coarse** (structured: group gates only, :func:`unit_gate_masks`): one gate per *unit*
+  of every non-sink group of the model's declared netgraph topology, shared by the two
+  layers that meet there — layer ℓ's output (column) gate *is* layer ℓ+1's input (row)
+  gate, and a conv channel's gate is fc's channel *block* gate through the flatten
+  expansion (block priority: a flatten unit's gate is multiplied by its channel's).  A
+  weight's mask is the product of its two units' gates, so a crisp structured mask is a
+  full rectangle between kept units of adjacent groups and every group keeps its strongest
+  unit: **connected by construction** (all kept weights effective).  A unit's gate is
+  ``γ(r) = r²/(r² + θ_g²)`` of its incident ψ_f mass relative to its group's strongest unit;
+  ``θ_g`` is calibrated (:func:`unit_gate_thresholds`) so that every group keeps the same
+  fraction of its units and the initial crisp mask keeps at most ``c`` weights.  Training
+  uses the gates straight-through (crisp forward, soft gradient), the budget on that crisp
+  count, and the cross-entropy on the crisp structure *held fixed* in its backward pass:
+  the weights learn, and a unit stays open because its incident latents grow (the
+  magnitude prior), not through the gates' straight-through gradient.  The crisp finish
+  re-calibrates ``θ_g`` on the final latents and fills the budget to exactly ``c``
+  effective weights with MP+TC's routine.
+
+  History (all SBU preset, synthetic-sbu, 40 epochs, lr 0.03, seeds 0/1/2, test %):
+  before, coarse used the per-layer row / column / block gates of CTF (``coarse_mask``,
+  kept for the API) with one global ``θ`` calibrated so the initial crisp mask kept ``c``.
+  That reached 75.4/80.7/78.9 at 90 %, 70.2/71.9/70.2 at 95 % but 14.0/12.3/12.3 at 98 %:
+  each layer kept a near-random set of unit blocks and adjacent layers disagreed on the
+  units they share (fc kept 215 weights, 1 effective); straight-through crisp gates,
+  per-layer thresholds (calibrated to ERK shares) and a crisp budget were tried on those
+  per-layer gates and all stayed at chance (12–25 %).  Shared unit gates, measured:
+  one global ``θ`` (noise decides: a group of near-equal masses is kept whole, a noisy
+  one is cut to a few units; the network ran through 2–5 flatten units): 98 % 15.8/29.8/29.8;
+  with the CE also back-propagating through the straight-through gates the CE stayed at
+  ln 8 through the whole relaxed phase even when the structure was stable (the same
+  initial structure fine-tuned with fixed masks reaches 58 %); CE on the fixed crisp
+  structure: 98 % 56.1/33.3/29.8; plus per-group ``θ_g`` (kept): **98 % 66.7/59.6/71.9,
+  95 % 78.9/75.4/78.9, 90 % 71.9/82.5/84.2**.
 * **PMP** (probabilistic magnitude pruning, our reading of ``pmp-summary.md``, of which
   only a summary exists): a divergence term aligns the empirical distribution of ``|ŵ|``
   (all prunable latents together) with a prior, and the prior's quantile at the target rate
@@ -94,6 +96,8 @@ __all__ = [
     "pmp_prior_quantiles",
     "wasserstein1_sorted",
     "pmp_threshold",
+    "unit_gate_masks",
+    "unit_gate_thresholds",
 ]
 
 LN3 = math.log(3.0)
@@ -195,8 +199,8 @@ def calibrate_gate_threshold(kept, target: float, *, lo: float = 1e-6, hi: float
     """The gate threshold ``θ`` at which ``kept(θ)`` (a crisp count, non-increasing in ``θ``)
     first falls to ``target`` or below: bisection in ``log θ`` on ``[lo, hi]``, deterministic.
 
-    Used by ``coarse`` so that its initial crisp mask keeps exactly ``c`` weights (see the
-    module contract); a count is a step function, so the result is the smallest bracketed
+    (Used by the former per-layer-gate ``coarse`` to start its crisp mask at ``c``; kept for
+    the API.)  A count is a step function, so the result is the smallest bracketed
     ``θ`` with ``kept(θ) ≤ target`` (to ``steps`` halvings).
 
     >>> round(calibrate_gate_threshold(lambda t: 100 if t < 0.5 else 0, 25), 3)
@@ -255,3 +259,123 @@ def wasserstein1_sorted(values: torch.Tensor, quantiles: torch.Tensor) -> torch.
 
 def concat_abs(latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([w.reshape(-1).abs() for w in latents.values()])
+
+
+def unit_gate_masks(plan, fines: Mapping[str, torch.Tensor], theta: float | Mapping[str, float], *,
+                    keep_fraction: float | None = None,
+                    thresholds: dict | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``coarse``'s structured masks from *unit* gates that follow the model's declared topology.
+
+    ``plan`` is :func:`trainer._tc.plan_of` of the model's netgraph graph (the one source of
+    truth for the topology; weighted blocks must be 2-D ``(out, in)`` with no conv groups).
+    Every unit of every non-sink group gets one gate, computed from the soft mask mass
+    ``ψ_f`` of *all* weights incident to it (its column in the weighted blocks into the
+    group, its row in the blocks out of it, and, through a structural block such as the
+    GCN's flatten expansion, the masses of its images: a conv channel's gate sees fc's whole
+    channel block — block priority).  With ``f_u`` the mean incident ψ_f of unit ``u`` and
+    ``r_u = f_u / max_{u' in its group} f_{u'}`` (the max detached; a structural block's
+    image multiplies its own ``f`` by its pre-image's gate first), the gate is
+    ``γ(r) = r²/(r² + θ_g²)``, crisp ``r ≥ θ_g``; ``theta`` is one ``θ`` or one per group
+    (:func:`unit_gate_thresholds`).  With ``keep_fraction = q`` instead, ``θ_g`` is the
+    ``⌈q·n_g⌉``-th largest ``r`` of group ``g`` (written into ``thresholds``).  A weight's mask is the product of the gates
+    of the two units it joins, so **layer ℓ's output gate is layer ℓ+1's input gate**: a
+    crisp structured mask is the full rectangle between kept units of adjacent groups, and
+    since every group keeps its strongest unit (``r = 1 ≥ θ_g`` for ``θ_g ≤ 1``), every kept
+    weight is on a source-to-sink path — connected by construction.
+
+    Returns ``(st, soft)`` per weight name: ``st`` is straight-through (the crisp 0/1 product
+    forward, the soft product's gradient backward), ``soft`` the soft product.
+    """
+    mass: dict[str, torch.Tensor] = {}
+    count: dict[str, torch.Tensor] = {}
+
+    def add(g, m, n):
+        mass[g] = mass[g] + m if g in mass else m
+        count[g] = count[g] + n if g in count else n
+
+    for s in plan.steps:
+        if s.kind != "weighted":
+            continue
+        f = fines[s.name]
+        if f.dim() != 2 or s.conv_groups != 1:
+            raise NetgraphError(f"coarse unit gates need 2-D (out, in) weights without groups; {s.name!r} has "
+                                f"shape {tuple(f.shape)} and {s.conv_groups} groups")
+        add(s.dst, f.sum(dim=1), torch.full((f.shape[0],), float(f.shape[1]), dtype=f.dtype, device=f.device))
+        add(s.src, f.sum(dim=0), torch.full((f.shape[1],), float(f.shape[0]), dtype=f.dtype, device=f.device))
+    for s in reversed(plan.steps):  # a structural block's source unit owns its images' masses
+        if s.kind == "pairs" and s.dst in mass:
+            z = torch.zeros(plan.widths[s.src], dtype=mass[s.dst].dtype, device=mass[s.dst].device)
+            add(s.src, z.index_add(0, s.rows, mass[s.dst][s.cols]), z.index_add(0, s.rows, count[s.dst][s.cols]))
+    st: dict[str, torch.Tensor] = {}
+    soft: dict[str, torch.Tensor] = {}
+    parent_st: dict[str, torch.Tensor] = {}
+    parent_soft: dict[str, torch.Tensor] = {}
+    for g in plan.order:
+        if g in plan.sinks or g not in mass:
+            if g in parent_st:  # fed by a structural block only: its pre-image's gate
+                st[g], soft[g] = parent_st[g], parent_soft[g]
+            else:  # sinks (classes) are never removed
+                st[g] = soft[g] = torch.ones(plan.widths[g], dtype=_dtype(fines), device=_device(fines))
+        else:
+            frac = mass[g] / count[g].clamp_min(1.0)
+            if g in parent_st:
+                frac = frac * parent_st[g]
+            r = frac / frac.detach().max().clamp_min(1e-30)
+            if keep_fraction is not None:  # per-group θ: keep this fraction of the group's units
+                live = r.detach()[r.detach() > 0] if g in parent_st else r.detach()
+                k = max(1, math.ceil(keep_fraction * live.numel()))
+                th = float(torch.sort(live, descending=True).values[min(k, live.numel()) - 1])
+                if thresholds is not None:
+                    thresholds[g] = th
+            else:
+                th = theta[g] if isinstance(theta, Mapping) else theta
+            z = _gate(r, th)
+            hard = (r.detach() >= th).to(z.dtype)
+            st[g] = hard + (z - z.detach())
+            soft[g] = z
+            if g in parent_st:
+                st[g] = st[g] * parent_st[g]
+                soft[g] = soft[g] * parent_soft[g]
+        for s in plan.steps:
+            if s.kind == "pairs" and s.src == g:
+                zz = torch.zeros(plan.widths[s.dst], dtype=st[g].dtype, device=st[g].device)
+                parent_st[s.dst] = zz.index_add(0, s.cols, st[g][s.rows]).clamp(max=1.0)
+                parent_soft[s.dst] = zz.index_add(0, s.cols, soft[g][s.rows]).clamp(max=1.0)
+    out_st, out_soft = {}, {}
+    for s in plan.steps:
+        if s.kind == "weighted":
+            out_st[s.name] = st[s.dst][:, None] * st[s.src][None, :]
+            out_soft[s.name] = soft[s.dst][:, None] * soft[s.src][None, :]
+    return out_st, out_soft
+
+
+def _dtype(t: Mapping[str, torch.Tensor]):
+    return next(iter(t.values())).dtype
+
+
+def _device(t: Mapping[str, torch.Tensor]):
+    return next(iter(t.values())).device
+
+
+def unit_gate_thresholds(plan, fines: Mapping[str, torch.Tensor], target: float, *, steps: int = 40) -> dict[str, float]:
+    """Per-group ``θ_g`` for :func:`unit_gate_masks`: every gated group keeps the same fraction
+    ``q`` of its units, ``q`` the largest (to ``steps`` halvings) for which the crisp structured
+    mask keeps at most ``target`` weights (a structured analogue of a uniform layer density:
+    one ``θ`` for all groups let the groups' noise decide, and a group whose units' masses
+    are nearly equal was kept whole while a noisier one was cut to a few units)."""
+
+    def run(q: float) -> tuple[int, dict]:
+        th: dict[str, float] = {}
+        st, _ = unit_gate_masks(plan, fines, 1.0, keep_fraction=q, thresholds=th)
+        return sum(int((m >= 0.5).sum()) for m in st.values()), th
+
+    lo, hi = 0.0, 1.0
+    if run(hi)[0] <= target:
+        return run(hi)[1]
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        if run(mid)[0] <= target:
+            lo = mid
+        else:
+            hi = mid
+    return run(lo)[1]
