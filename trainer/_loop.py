@@ -28,7 +28,7 @@ mp, fine   CE(ŵ ⊙ ψ_f) + λ(Σψ_f − c)²
 mp-tc      CE(ŵ ⊙ ψ_f ⊙ Φ) + λ(Σ ψ_f ⊙ Φ − c)² + η Σ ψ_f ⊙ (1 − Φ)   (tc-pruning Eq. 4)
 ctf        CE(ŵ ⊙ ψ_c(ψ_f) ⊙ ψ_f) + λ(Σψ − c)²                     (coarse-to-fine Eq. 4)
 coarse     CE(ŵ ⊙ sg(U)) + λ(ΣU − c)²   (U: shared unit gates, straight-through; sg: no grad)
-pmp        CE(ŵ ⊙ ψ_f) + μ·N·W1(|ŵ|, prior)                          (no budget term)
+pmp        CE(ŵ ⊙ ψ_f) + μ·N·W1(|ŵ|, prior)   (prior: initial |ŵ|, spike squeezed; no budget)
 dense      CE(ŵ)  (the unpruned baseline; rate must be 0)
 =========  ======================================================================
 
@@ -67,8 +67,7 @@ from ._masks import (
     ctf_mask,
     gate_threshold,
     halfnormal_quantile,
-    pmp_prior_quantiles,
-    pmp_threshold,
+    empirical_prior_quantiles,
     unit_gate_masks,
     unit_gate_thresholds,
     wasserstein1_sorted,
@@ -209,8 +208,11 @@ class Trainer:
             erk_allocate(self.model, config.rate)
         with torch.no_grad():
             mags = torch.cat([p.detach().abs().reshape(-1) for p in self.model.prunable().values()]).cpu()
+        self.pmp_init = None
         if config.method == "pmp":
-            self.tau0 = pmp_threshold(config.rate)
+            # the prior is the law of the initial latents (after the ERK allocation; see _masks)
+            self.pmp_init = torch.sort(mags).values.to(self.device)
+            self.tau0 = float(torch.topk(mags, max(1, int(self.c))).values[-1])
         elif config.method == "dense":
             self.tau0 = 1.0
         else:
@@ -338,7 +340,7 @@ class Trainer:
                 terms["ce"] = F.cross_entropy(self.model(xb, psi), yb)
             if cfg.method == "pmp":
                 lat = torch.cat([w.reshape(-1).abs() for w in self.model.prunable().values()])
-                q = pmp_prior_quantiles(lat.numel(), cfg.rate, self.pmp_eps(), device=lat.device)
+                q = empirical_prior_quantiles(self.pmp_init, lat.numel() - int(self.c), self.pmp_eps())
                 terms["divergence"] = cfg.pmp_weight * lat.numel() * wasserstein1_sorted(lat, q)
             else:
                 kept = sum(p.sum() for p in psi.values())
