@@ -70,6 +70,7 @@ from ._masks import (
     empirical_prior_quantiles,
     unit_gate_masks,
     unit_gate_thresholds,
+    unit_group_fractions,
     wasserstein1_sorted,
 )
 from ._models import GCN, MLP, gcn_preset
@@ -245,7 +246,8 @@ class Trainer:
         weights (bisection).  Recomputed from the seeded initialisation on resume (same
         values) and on the final latents for the crisp finish."""
         fines = {n: band_stop(w, self.crispness()) for n, w in self.model.prunable().items()}
-        return unit_gate_thresholds(self.plan, fines, self.c)
+        dens = erk_densities({n: tuple(w.shape) for n, w in self.model.prunable().items()}, self.config.rate)
+        return unit_gate_thresholds(self.plan, fines, self.c, fractions=unit_group_fractions(self.plan, dens))
 
     @torch.no_grad()
     def _preserve_variance(self) -> None:

@@ -31,8 +31,10 @@ latents to soft masks ``ψ ∈ [0, 1]`` of the same shapes:
   full rectangle between kept units of adjacent groups and every group keeps its strongest
   unit: **connected by construction** (all kept weights effective).  A unit's gate is
   ``γ(r) = r²/(r² + θ_g²)`` of its incident ψ_f mass relative to its group's strongest unit;
-  ``θ_g`` is calibrated (:func:`unit_gate_thresholds`) so that every group keeps the same
-  fraction of its units and the initial crisp mask keeps at most ``c`` weights.  Training
+  ``θ_g`` is calibrated (:func:`unit_gate_thresholds`) so that group ``g`` keeps the fraction
+  ``t·Q_g`` of its units, ``Q`` from :func:`unit_group_fractions` (every layer's kept rectangle
+  ``Q_src·Q_dst`` follows its ERK density, the allocation the other methods start from) and
+  ``t`` the largest scale for which the initial crisp mask keeps at most ``c`` weights.  Training
   uses the gates straight-through (crisp forward, soft gradient), the budget on that crisp
   count, and the cross-entropy on the crisp structure *held fixed* in its backward pass:
   the weights learn, and a unit stays open because its incident latents grow (the
@@ -53,8 +55,13 @@ latents to soft masks ``ψ ∈ [0, 1]`` of the same shapes:
   with the CE also back-propagating through the straight-through gates the CE stayed at
   ln 8 through the whole relaxed phase even when the structure was stable (the same
   initial structure fine-tuned with fixed masks reaches 58 %); CE on the fixed crisp
-  structure: 98 % 56.1/33.3/29.8; plus per-group ``θ_g`` (kept): **98 % 66.7/59.6/71.9,
-  95 % 78.9/75.4/78.9, 90 % 71.9/82.5/84.2**.
+  structure: 98 % 56.1/33.3/29.8; plus per-group ``θ_g`` with the same kept fraction in
+  every group: 98 % 66.7/59.6/71.9, 95 % 78.9/75.4/78.9, 90 % 71.9/82.5/84.2 — but on FPHA
+  (120 full-batch epochs, seed 0) only 37.0 % at 90 % and 54.3 % at 95 % (the 16 heads kept
+  645 of their 2,918 ERK weights; the 700-wide dense layer took the rest).  With the ERK
+  group fractions (kept): FPHA 78.6 % at 90 %, 75.0 % at 95 %; SBU 90 % 80.7, 95 %
+  73.7/79.0/79.0, 98 % 56.1/57.9/56.1 (the 8-class output is fixed at Q = 1, so its ERK
+  share squeezes the last hidden layer to ~6 of 64 units at 98 %: a known cost).
 * **PMP** (probabilistic magnitude pruning, our reading of ``pmp-summary.md``, of which
   only a summary exists): a divergence term aligns the empirical distribution of ``|ŵ|``
   (all prunable latents together) with a prior, and the prior's quantile at the target rate
@@ -113,6 +120,7 @@ __all__ = [
     "pmp_threshold",
     "unit_gate_masks",
     "unit_gate_thresholds",
+    "unit_group_fractions",
     "empirical_prior_quantiles",
 ]
 
@@ -291,7 +299,7 @@ def concat_abs(latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
 
 def unit_gate_masks(plan, fines: Mapping[str, torch.Tensor], theta: float | Mapping[str, float], *,
-                    keep_fraction: float | None = None,
+                    keep_fraction: float | Mapping[str, float] | None = None,
                     thresholds: dict | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``coarse``'s structured masks from *unit* gates that follow the model's declared topology.
 
@@ -352,7 +360,8 @@ def unit_gate_masks(plan, fines: Mapping[str, torch.Tensor], theta: float | Mapp
             r = frac / frac.detach().max().clamp_min(1e-30)
             if keep_fraction is not None:  # per-group θ: keep this fraction of the group's units
                 live = r.detach()[r.detach() > 0] if g in parent_st else r.detach()
-                k = max(1, math.ceil(keep_fraction * live.numel()))
+                q = keep_fraction[g] if isinstance(keep_fraction, Mapping) else keep_fraction
+                k = max(1, math.ceil(q * live.numel()))
                 th = float(torch.sort(live, descending=True).values[min(k, live.numel()) - 1])
                 if thresholds is not None:
                     thresholds[g] = th
@@ -386,19 +395,69 @@ def _device(t: Mapping[str, torch.Tensor]):
     return next(iter(t.values())).device
 
 
-def unit_gate_thresholds(plan, fines: Mapping[str, torch.Tensor], target: float, *, steps: int = 40) -> dict[str, float]:
-    """Per-group ``θ_g`` for :func:`unit_gate_masks`: every gated group keeps the same fraction
-    ``q`` of its units, ``q`` the largest (to ``steps`` halvings) for which the crisp structured
-    mask keeps at most ``target`` weights (a structured analogue of a uniform layer density:
-    one ``θ`` for all groups let the groups' noise decide, and a group whose units' masses
-    are nearly equal was kept whole while a noisier one was cut to a few units)."""
+def unit_group_fractions(plan, densities: Mapping[str, float]) -> dict[str, float]:
+    """Per-group kept fractions ``Q_g`` whose structured products follow per-layer densities.
 
-    def run(q: float) -> tuple[int, dict]:
+    A crisp structured mask keeps the full rectangle between kept units, so layer ``ℓ``
+    (``src → dst``) keeps the fraction ``Q_src·Q_dst`` of its weights.  ``Q`` solves
+    ``log Q_src + log Q_dst = log d_ℓ`` for every weighted layer in the least-squares,
+    minimum-norm sense (sinks fixed at ``Q = 1``; a group fed by a structural block, such as
+    the flatten, has its own ``Q``: its fraction of *all* its units), clipped to ``≤ 1``.
+    With ``densities`` the ERK densities this is the ERK allocation made structured.
+
+    >>> from types import SimpleNamespace as N
+    >>> plan = N(steps=[N(kind="weighted", name="a", src="x", dst="h"), N(kind="weighted", name="b", src="h", dst="y")],
+    ...          sinks=("y",), order=("x", "h", "y"))
+    >>> {g: round(q, 3) for g, q in unit_group_fractions(plan, {"a": 0.04, "b": 0.2}).items()}
+    {'x': 0.2, 'h': 0.2}
+    """
+    groups = [g for g in plan.order if g not in plan.sinks]
+    col = {g: i for i, g in enumerate(groups)}
+    rows, rhs = [], []
+    for s in plan.steps:
+        if s.kind != "weighted":
+            continue
+        row = [0.0] * len(groups)
+        for g in (s.src, s.dst):
+            if g in col:
+                row[col[g]] += 1.0
+        rows.append(row)
+        rhs.append(math.log(max(float(densities[s.name]), 1e-12)))
+    a = torch.tensor(rows, dtype=torch.float64)
+    b = torch.tensor(rhs, dtype=torch.float64)[:, None]
+    x = torch.linalg.pinv(a) @ b
+    return {g: min(1.0, math.exp(float(x[col[g], 0]))) for g in groups}
+
+
+def unit_gate_thresholds(plan, fines: Mapping[str, torch.Tensor], target: float, *, steps: int = 40,
+                         fractions: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Per-group ``θ_g`` for :func:`unit_gate_masks`, the crisp structured mask keeping at
+    most ``target`` weights.  Without ``fractions`` every gated group keeps the same fraction
+    ``q`` of its units, ``q`` the largest (to ``steps`` halvings) that fits (a structured
+    analogue of a uniform layer density: one ``θ`` for all groups let the groups' noise
+    decide, and a group whose units' masses are nearly equal was kept whole while a noisier
+    one was cut to a few units).  With ``fractions`` (:func:`unit_group_fractions`) group
+    ``g`` keeps ``min(1, t·Q_g)`` of its units, ``t`` the largest scale that fits."""
+    if fractions is None:
+        scale_hi = 1.0
+
+        def qs(t: float):
+            return t
+    else:
+        scale_hi = 1.0 / max(1e-12, min(fractions.values()))
+        parent = {s.dst: s.src for s in plan.steps if s.kind == "pairs"}
+
+        def qs(t: float):
+            # a group fed by a structural block keeps a fraction of its *live* units (its kept pre-images')
+            return {g: min(1.0, t * q / (max(1e-12, min(1.0, t * fractions[parent[g]])) if parent.get(g) in fractions else 1.0))
+                    for g, q in fractions.items()}
+
+    def run(t: float) -> tuple[int, dict]:
         th: dict[str, float] = {}
-        st, _ = unit_gate_masks(plan, fines, 1.0, keep_fraction=q, thresholds=th)
+        st, _ = unit_gate_masks(plan, fines, 1.0, keep_fraction=qs(t), thresholds=th)
         return sum(int((m >= 0.5).sum()) for m in st.values()), th
 
-    lo, hi = 0.0, 1.0
+    lo, hi = 0.0, scale_hi
     if run(hi)[0] <= target:
         return run(hi)[1]
     for _ in range(steps):
