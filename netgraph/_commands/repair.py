@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ._options import add_model_options, add_output_options
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -12,14 +14,10 @@ def add_parser(sub) -> None:
                     "reconnect: same number of kept weights, all effective (scores = weight_orig or --scores). "
                     "compact: physically remove dead units (needs --model). Writes a new file atomically.")
     p.add_argument("path", help="input checkpoint")
-    p.add_argument("-o", "--output", required=True, help="output file (never the input unless --force)")
     p.add_argument("--mode", choices=("prune", "reconnect", "compact"), default="prune")
     p.add_argument("--scores", metavar="FILE", help="state_dict of score tensors by weight name, for reconnect")
-    p.add_argument("--model", metavar="PKG.MODULE:FACTORY", help="model code to trace")
-    p.add_argument("--input-shape", metavar="1,3,224,224", help="example input shape for --model")
-    p.add_argument("--verify", action="store_true", help="with --model: check the outputs did not change (float64)")
-    p.add_argument("--force", action="store_true", help="allow writing over the input file")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    add_output_options(p)
+    add_model_options(p, required=False)
     p.set_defaults(func=run)
 
 
