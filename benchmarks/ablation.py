@@ -63,7 +63,7 @@ def main(argv=None) -> int:
             old = fh.read()
         if MARKER in old:
             head = old.split(MARKER)[0]
-    from netgraph._checkpoint import atomic_write
+    from netgraph import atomic_write
 
     def write(tmp):
         with open(tmp, "w") as fh:

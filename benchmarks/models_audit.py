@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch.nn.utils import prune
 
 from netgraph import compact_model, prune_model, trace_model, verify
-from tests.models import MODELS, randomize_bn, resnet18_like
+from netgraph.testing.models import MODELS, randomize_bn, resnet18_like
 
 ARCHS = dict(MODELS)
 ARCHS["resnet18"] = (resnet18_like, (1, 3, 224, 224))

@@ -34,7 +34,7 @@ reader and the model tracer, networkx only by :func:`to_networkx`.
 """
 
 from ._audit import AuditReport, AuditSummary, LayerAudit, audit
-from ._checkpoint import (
+from .io._checkpoint import (
     Checkpoint,
     PrunableWeight,
     atomic_write,
@@ -43,7 +43,7 @@ from ._checkpoint import (
     save_checkpoint,
 )
 from ._export import to_networkx
-from ._infer import graph_from_checkpoint, infer_chain
+from .io._infer import graph_from_checkpoint, infer_chain
 from ._repair import RepairResult, prune_masks, reconnect_masks
 from ._spec import graph_from_spec, graph_to_spec
 from ._graph import Block, GraphBuilder, Group, LayeredGraph, chain, pair_selector, weight_pairs
@@ -112,13 +112,13 @@ __all__ = [
 # The model tracer and model repair need torch; they are imported on first access so that
 # ``import netgraph`` stays torch-free.
 _LAZY = {
-    "TracedModel": "._trace",
-    "trace_model": "._trace",
-    "prune_model": "._model_repair",
-    "reconnect_model": "._model_repair",
-    "compact_model": "._model_repair",
-    "CompactResult": "._model_repair",
-    "verify": "._model_repair",
+    "TracedModel": ".torch",
+    "trace_model": ".torch",
+    "prune_model": ".torch",
+    "reconnect_model": ".torch",
+    "compact_model": ".torch",
+    "CompactResult": ".torch",
+    "verify": ".torch",
 }
 
 

@@ -26,7 +26,7 @@ from typing import Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from ._checkpoint import effective_tensor
+from .io._checkpoint import effective_tensor
 from ._graph import DENSE, IDENTITY, WEIGHTED, GraphBuilder, LayeredGraph
 from .errors import BadCheckpoint, InvalidGraph
 

@@ -187,7 +187,7 @@ def pruned_models(draw, kind: str | None = None, fmt: str | None = None):
     import torch.nn as nn
     from torch.nn.utils import prune
 
-    from tests.models import SpecNet, randomize_bn
+    from netgraph.testing.models import SpecNet, randomize_bn
 
     spec = draw(model_specs(kind))
     seed = draw(st.integers(0, 2**31 - 1))

@@ -15,7 +15,7 @@ from torch.nn.utils import prune  # noqa: E402
 
 from netgraph import NetgraphError, compact_model, pair_selector, prune_model, reconnect_model, trace_model, verify  # noqa: E402
 from netgraph.cli import main  # noqa: E402
-from tests.models import MODELS, mlp, randomize_bn  # noqa: E402
+from netgraph.testing.models import MODELS, mlp, randomize_bn  # noqa: E402
 from tests.strategies import pruned_models  # noqa: E402
 
 TOL = 1e-9
@@ -220,7 +220,7 @@ def resnet_ckpt(tmp_path):
     return path
 
 
-MODEL = ["--model", "tests.models:ResNet", "--input-shape", "1,3,32,32"]
+MODEL = ["--model", "netgraph.testing.models:ResNet", "--input-shape", "1,3,32,32"]
 
 
 def test_cli_audit_with_model(resnet_ckpt, capsys):
@@ -267,12 +267,12 @@ def test_cli_reconnect(resnet_ckpt, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--model", "tests.models"], "pkg.module:factory"),
-    (["--model", "tests.models:Nope", "--input-shape", "1,3,32,32"], "no attribute 'Nope'"),
+    (["--model", "netgraph.testing.models"], "pkg.module:factory"),
+    (["--model", "netgraph.testing.models:Nope", "--input-shape", "1,3,32,32"], "no attribute 'Nope'"),
     (["--model", "no_such_module_xyz:f"], "cannot import"),
-    (["--model", "tests.models:VGG", "--input-shape", "1,3,32,32"], "lacks"),
-    (["--model", "tests.models:ResNet"], "--input-shape is needed"),
-    (["--model", "tests.models:ResNet", "--input-shape", "1,x"], "positive integers"),
+    (["--model", "netgraph.testing.models:VGG", "--input-shape", "1,3,32,32"], "lacks"),
+    (["--model", "netgraph.testing.models:ResNet"], "--input-shape is needed"),
+    (["--model", "netgraph.testing.models:ResNet", "--input-shape", "1,x"], "positive integers"),
 ], ids=["no-colon", "no-attr", "no-module", "wrong-model", "no-shape", "bad-shape"])
 def test_cli_model_errors(resnet_ckpt, capsys, argv, message):
     assert main(["audit", str(resnet_ckpt), *argv]) == 2

@@ -19,7 +19,7 @@ from hypothesis import given, settings  # noqa: E402
 from torch.nn.utils import prune  # noqa: E402
 
 from netgraph import TraceFailed, pair_selector, trace_model  # noqa: E402
-from tests.models import MODELS, TinyTransformer, randomize_bn  # noqa: E402
+from netgraph.testing.models import MODELS, TinyTransformer, randomize_bn  # noqa: E402
 from tests.oracles import gradient_probe  # noqa: E402
 from tests.strategies import pruned_models  # noqa: E402
 

@@ -101,7 +101,7 @@ def test_trains_on_cuda_with_device_auto():
 
 
 def test_cli_method_names_match_the_trainer():
-    from netgraph._commands import train as cmd
+    from netgraph.cli import train as cmd
     from trainer import METHODS
 
     assert cmd.METHODS == METHODS

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from netgraph import audit as _audit, reconnect_masks
-from netgraph._checkpoint import atomic_write
+from netgraph import atomic_write
 
 from ._data import load_dataset
 from ._loop import TrainConfig, Trainer, build_for, train

@@ -36,7 +36,7 @@ A training state (model, optimiser, generator state, learning rate, epoch, histo
 masks) is written atomically every ``checkpoint_every`` epochs to ``<out>.state.pt``;
 ``resume=True`` continues from it and gives the same weights as an uninterrupted run.  A
 NaN / infinite loss or weight stops training with :class:`netgraph.errors.TrainingDiverged`.
-The result is written with :func:`netgraph._checkpoint.save_checkpoint` in
+The result is written with :func:`netgraph.save_checkpoint` in
 ``torch.nn.utils.prune`` format with the topology spec and the audit in its meta.
 """
 
@@ -54,8 +54,8 @@ import torch
 import torch.nn.functional as F
 
 from netgraph import audit
-from netgraph._checkpoint import atomic_write, save_checkpoint
-from netgraph._spec import graph_to_spec
+from netgraph import atomic_write, save_checkpoint
+from netgraph import graph_to_spec
 from netgraph.errors import NetgraphError, TrainingDiverged
 
 from ._data import Dataset, load_dataset

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import BadCheckpoint, UnsafeCheckpoint
+from ..errors import BadCheckpoint, UnsafeCheckpoint
 
 __all__ = [
     "Checkpoint",

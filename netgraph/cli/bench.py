@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from netgraph._bench import SIZES, format_markdown, run_audit_benchmark
+    from netgraph.cli._bench import SIZES, format_markdown, run_audit_benchmark
     from netgraph.errors import NetgraphError
 
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]

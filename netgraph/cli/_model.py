@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any, Mapping
 
-from .errors import BadCheckpoint, NetgraphError, VerificationFailed
+from ..errors import BadCheckpoint, NetgraphError, VerificationFailed
 
 __all__ = ["audit_with_model", "repair_with_model", "load_model", "parse_input_shape"]
 
@@ -27,7 +27,7 @@ def _read_tensors(path: str) -> dict[str, Any]:
     """The checkpoint's tensors as torch tensors, through the strict loader."""
     import torch
 
-    from . import _checkpoint
+    from ..io import _checkpoint
 
     ckpt = _checkpoint.load_checkpoint(path)
     return {k: torch.from_numpy(v.copy()) for k, v in ckpt.tensors.items()}
@@ -124,7 +124,7 @@ def parse_input_shape(text: str | None, model) -> tuple[int, ...]:
 
 
 def _prepare(args):
-    from ._trace import trace_model
+    from ..torch._trace import trace_model
 
     model = load_model(args.model, args.path)
     shape = parse_input_shape(getattr(args, "input_shape", None), model)
@@ -162,8 +162,8 @@ def _save(path: str, state_dict: Mapping[str, Any], traced, report, meta: Mappin
     """Write the repaired state_dict with the topology of the repaired model as data, so
     ``netgraph audit OUT`` gives the exact audit without the model code (a compacted model's
     state_dict no longer fits the factory's model)."""
-    from ._checkpoint import save_checkpoint
-    from ._spec import graph_to_spec
+    from ..io._checkpoint import save_checkpoint
+    from .._spec import graph_to_spec
 
     bias_keys = {}
     for name, (module, _) in traced.params.items():
@@ -179,8 +179,8 @@ def repair_with_model(args) -> int:
     ``--verify`` finds an output changed by more than 1e-9 (relative, float64)."""
     import torch
 
-    from ._model_repair import compact_model, prune_model, reconnect_model, verify
-    from ._trace import trace_model
+    from ..torch._repair import compact_model, prune_model, reconnect_model, verify
+    from ..torch._trace import trace_model
 
     mode = getattr(args, "mode", "prune")
     if mode not in ("prune", "reconnect", "compact"):

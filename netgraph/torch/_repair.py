@@ -2,7 +2,7 @@
 
 Contract
 --------
-Every function takes the caller's model and its :class:`~netgraph._trace.TracedModel`
+Every function takes the caller's model and its :class:`~netgraph.torch._trace.TracedModel`
 and returns a *new* model (a deep copy); the caller's model is never modified.
 
 * :func:`prune_model` zeroes every dead weight that is not *constant*.  Such a weight reads
@@ -41,10 +41,10 @@ import torch.nn.functional as F
 from scipy.sparse.csgraph import connected_components
 from torch.nn.utils import prune
 
-from ._graph import pair_selector
-from ._reach import Reachability
+from .._graph import pair_selector
+from .._reach import Reachability
 from ._trace import TracedModel, _mask_of, _value_of, example_tensor
-from .errors import NetgraphError
+from ..errors import NetgraphError
 
 __all__ = ["prune_model", "reconnect_model", "compact_model", "CompactResult", "verify",
            "strip_pruning"]

@@ -44,10 +44,10 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._audit import AuditReport, audit
-from ._graph import GraphBuilder, LayeredGraph
-from ._reach import Reachability, reachability
-from .errors import InvalidGraph, NetgraphError, TraceFailed
+from .._audit import AuditReport, audit
+from .._graph import GraphBuilder, LayeredGraph
+from .._reach import Reachability, reachability
+from ..errors import InvalidGraph, NetgraphError, TraceFailed
 
 __all__ = ["TracedModel", "trace_model", "example_tensor"]
 

@@ -53,7 +53,7 @@ def run_audit_benchmark(sizes=("1e6", "1e7"), rate: float = 0.9, repeats: int = 
     """Time reading + auditing magnitude-pruned MLP checkpoints; returns one row per size."""
     import torch
 
-    from . import audit, graph_from_checkpoint, load_checkpoint, save_checkpoint
+    from .. import audit, graph_from_checkpoint, load_checkpoint, save_checkpoint
 
     rng = np.random.default_rng(seed)
     rows = []

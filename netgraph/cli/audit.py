@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     if args.model:
-        from netgraph._model_cli import audit_with_model
+        from netgraph.cli._model import audit_with_model
 
         return audit_with_model(args)
     from netgraph import audit, graph_from_checkpoint, load_checkpoint

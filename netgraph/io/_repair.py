@@ -18,11 +18,11 @@ from typing import Mapping
 
 import numpy as np
 
-from ._audit import AuditReport, audit
+from .._audit import AuditReport, audit
 from ._checkpoint import Checkpoint, atomic_write, checkpoint_from_state_dict, load_checkpoint
 from ._infer import graph_from_checkpoint
-from ._repair import RepairResult, prune_masks, reconnect_masks
-from .errors import BadCheckpoint, NetgraphError
+from .._repair import RepairResult, prune_masks, reconnect_masks
+from ..errors import BadCheckpoint, NetgraphError
 
 __all__ = ["repair_checkpoint", "CheckpointRepair"]
 

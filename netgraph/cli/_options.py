@@ -11,7 +11,7 @@ def add_output_options(p) -> None:
 
 
 def add_model_options(p, *, required: bool) -> None:
-    """``--model``, ``--input-shape``, ``--verify`` (the model-aware path, netgraph._model_cli)."""
+    """``--model``, ``--input-shape``, ``--verify`` (the model-aware path, netgraph.cli._model)."""
     p.add_argument("--model", required=required, metavar="PKG.MODULE:FACTORY", help="model code to trace")
     p.add_argument("--input-shape", metavar="1,3,224,224", help="example input shape for --model")
     p.add_argument("--verify", action="store_true",

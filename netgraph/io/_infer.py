@@ -27,9 +27,9 @@ from typing import Mapping
 import numpy as np
 
 from ._checkpoint import Checkpoint, PrunableWeight, effective_tensor, natural_key
-from ._graph import GraphBuilder, LayeredGraph
-from ._spec import graph_from_spec
-from .errors import BadCheckpoint, ChainNotInferable
+from .._graph import GraphBuilder, LayeredGraph
+from .._spec import graph_from_spec
+from ..errors import BadCheckpoint, ChainNotInferable
 
 __all__ = ["graph_from_checkpoint", "infer_chain"]
 

@@ -47,7 +47,7 @@ def _audit_file(path: str):
 
 
 def _write_json(path: str, data) -> None:
-    from netgraph._checkpoint import atomic_write
+    from netgraph import atomic_write
 
     def write(tmp):
         with open(tmp, "w") as fh:
@@ -87,7 +87,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
 
     import viz
-    from netgraph._ckpt_repair import repair_checkpoint
+    from netgraph.io import repair_checkpoint
     from trainer import TrainConfig, train
 
     def log(msg: str) -> None:
@@ -207,7 +207,7 @@ weights fed only by a bias. Reproduce with <code>netgraph audit FILE</code>.</p>
 <h2>Per layer</h2>{layers}
 <h2>Files</h2><ul>{files}</ul>
 </body></html>"""
-    from netgraph._checkpoint import atomic_write
+    from netgraph import atomic_write
 
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as fh:

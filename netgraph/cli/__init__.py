@@ -1,6 +1,6 @@
 """The ``netgraph`` command: the composition root of netgraph, trainer and viz.
 
-Each subcommand lives in ``netgraph/_commands/<name>.py`` and exposes
+Each subcommand lives in ``netgraph/cli/<name>.py`` and exposes
 ``add_parser(subparsers)`` (argparse only, no heavy import) and ``run(args) -> int``
 (imports what it needs).  Exit codes: 0 ok, 1 problems found (dead weights with
 ``--fail-on-dead``, a failed ``--verify``), 2 bad input.
@@ -13,7 +13,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from .errors import NetgraphError, VerificationFailed
+from ..errors import NetgraphError, VerificationFailed
 
 __all__ = ["main", "COMMANDS"]
 
@@ -27,13 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Audit, repair, train and draw pruned neural networks as layered DAGs.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    from . import __version__
+    from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"netgraph {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        importlib.import_module(f"netgraph._commands.{name}").add_parser(sub)
+        importlib.import_module(f"netgraph.cli.{name}").add_parser(sub)
     return parser
 
 

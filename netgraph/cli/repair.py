@@ -23,10 +23,10 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     if args.model:
-        from netgraph._model_cli import repair_with_model
+        from netgraph.cli._model import repair_with_model
 
         return repair_with_model(args)
-    from netgraph._ckpt_repair import repair_checkpoint
+    from netgraph.io import repair_checkpoint
     from netgraph.errors import NetgraphError
 
     if args.mode == "compact":

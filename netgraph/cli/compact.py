@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from netgraph._model_cli import repair_with_model
+    from netgraph.cli._model import repair_with_model
 
     args.mode = "compact"
     args.scores = None
