@@ -6,6 +6,11 @@
 ``checkpoint_from_state_dict`` an in-memory state_dict → :class:`Checkpoint`
 ``graph_from_checkpoint``      the stored topology, or a chain inferred from shapes
 ``repair_checkpoint``          audit → repair → write → re-audit, for a file
+``output_path``                the output contract: check a destination file first
+``output_dir``                 the same for an output folder
+``atomic_write``               write via a temporary, check, rename (nothing partial)
+``atomic_dir``                 the same for a folder
+``read_sidecar``               netgraph metadata from ``<file>.netgraph.json``
 =============================  ==================================================
 """
 
@@ -21,6 +26,7 @@ from ._checkpoint import (
 )
 from ._infer import graph_from_checkpoint, infer_chain
 from ._repair import CheckpointRepair, repair_checkpoint
+from ._write import atomic_dir, output_dir, output_path, read_sidecar, remove_stale_temporaries, sidecar_path
 
 __all__ = [
     "Checkpoint",
@@ -35,4 +41,10 @@ __all__ = [
     "infer_chain",
     "CheckpointRepair",
     "repair_checkpoint",
+    "output_path",
+    "output_dir",
+    "atomic_dir",
+    "read_sidecar",
+    "remove_stale_temporaries",
+    "sidecar_path",
 ]

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import struct
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -372,55 +371,6 @@ def checkpoint_from_state_dict(state_dict: Mapping[str, Any], *, source: str = "
 
 
 # -- writing ------------------------------------------------------------------------------
+# Writing lives in netgraph.io._write (the one output contract); re-exported here.
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` then atomically move the result to ``path``.
-
-    The temp file lives in the destination folder (``os.replace`` is atomic only within a
-    file system); it is flushed and fsynced, and removed if anything fails.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".netgraph-", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result is an ordinary file
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def save_checkpoint(path: str | os.PathLike, state_dict: Mapping[str, Any], meta: Mapping | None = None,
-                    *, format: str | None = None) -> Checkpoint:
-    """Write ``state_dict`` (+ netgraph ``meta``) atomically and read it back strictly.
-
-    ``format``: ``"torch"`` (``{"state_dict": ..., "netgraph": meta}`` via torch.save) or
-    ``"safetensors"`` (meta as JSON under the ``netgraph`` metadata key); default from the
-    extension (``.safetensors`` → safetensors, anything else → torch).
-    """
-    import torch
-
-    path = os.fspath(path)
-    fmt = format or ("safetensors" if path.endswith(".safetensors") else "torch")
-    sd = {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v.detach().cpu())
-          for k, v in state_dict.items()}
-    if fmt == "torch":
-        obj = {"state_dict": sd, "netgraph": dict(meta)} if meta else sd
-        atomic_write(path, lambda tmp: torch.save(obj, tmp))
-    elif fmt == "safetensors":
-        from safetensors.torch import save_file
-
-        md = {"netgraph": json.dumps(meta)} if meta else None
-        sd = {k: v.contiguous() for k, v in sd.items()}
-        atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=md))
-    else:
-        raise ValueError(f"format must be 'torch' or 'safetensors', got {fmt!r}")
-    return load_checkpoint(path)
+from ._write import atomic_write, save_checkpoint  # noqa: E402
