@@ -19,6 +19,7 @@ Public surface
 =============================  ==================================================
 ``GraphBuilder``, ``chain``    build a :class:`LayeredGraph` (validated on build)
 ``reachability``               accessible / coaccessible / constant unit vectors
+``unit_states``                per unit: unused (0) / dead (1) / effective (2)
 ``products``                   the papers' S_a, S_c (boolean or path counts)
 ``audit``                      a frozen :class:`AuditReport` (``.to_dict()``)
 ``load_checkpoint``            a state_dict file → :class:`Checkpoint` (safe loaders only)
@@ -46,8 +47,11 @@ from ._export import to_networkx
 from .io._infer import graph_from_checkpoint, infer_chain
 from ._repair import RepairResult, prune_masks, reconnect_masks
 from ._spec import graph_from_spec, graph_to_spec
-from ._graph import Block, GraphBuilder, Group, LayeredGraph, chain, pair_selector, weight_pairs
-from ._reach import Product, Reachability, products, reachability
+from ._graph import Block, GraphBuilder, Group, LayeredGraph, chain, conv_group_index, pair_selector, weight_pairs
+from ._reach import DEAD as UNIT_DEAD
+from ._reach import EFFECTIVE as UNIT_EFFECTIVE
+from ._reach import UNUSED as UNIT_UNUSED
+from ._reach import Product, Reachability, WeightStates, products, reachability, unit_states
 from .errors import (
     BadCheckpoint,
     ChainNotInferable,
@@ -86,11 +90,17 @@ __all__ = [
     "LayeredGraph",
     "chain",
     "pair_selector",
+    "conv_group_index",
     "weight_pairs",
     "Product",
     "Reachability",
+    "WeightStates",
     "products",
     "reachability",
+    "unit_states",
+    "UNIT_UNUSED",
+    "UNIT_DEAD",
+    "UNIT_EFFECTIVE",
     "BadCheckpoint",
     "ChainNotInferable",
     "HasACycle",

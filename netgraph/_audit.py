@@ -8,8 +8,16 @@ Counts are of *weights* (each kernel tap counts), taken from the blocks' ``taps`
   kept and its destination unit is coaccessible.  effective: both.  dead = kept − effective.
 * constant: dead weights whose source unit carries a constant (bias / BN shift) and whose
   destination is coaccessible — input-independent, foldable into the next bias.
-* dead_units_in / dead_units_out: source / destination units of the block with no
-  effective connection in it.
+* Units have one of three states (:func:`~netgraph.unit_states`): **effective**
+  (accessible and coaccessible), **dead** (not effective, but a kept weight reads or
+  writes it: a defect), **unused** (no kept weight reads or writes it: pruned away, not a
+  defect).  dead_units_in / dead_units_out (unused_units_in / unused_units_out): dead
+  (unused) units of the block's source / destination group, in the whole network.
+  Summary dead_units / unused_units: dead / unused units over the groups that weighted
+  blocks write into (each group counted once; inputs are counted by dead_inputs).
+* topology (summary): where the graph comes from — ``"traced"`` (torch.fx),
+  ``"stored"`` (a topology spec in the checkpoint), ``"inferred-chain"`` (weight shapes
+  only: an assumption, stated in ``warnings``) or ``"declared"`` (built in Python).
 * sparsity = 1 − kept/weights; effective_sparsity = 1 − effective/weights.
 * collapsed (layer): kept > 0 and effective == 0.  collapsed (summary): kept > 0 and no
   output unit is accessible — the outputs no longer depend on the inputs.  On a chain this
@@ -27,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ._graph import LayeredGraph
-from ._reach import Reachability, reachability
+from ._reach import DEAD, UNUSED, Reachability, reachability, unit_states
 
 __all__ = ["LayerAudit", "AuditSummary", "AuditReport", "audit"]
 
@@ -48,6 +56,8 @@ class LayerAudit:
     sparsity: float
     effective_sparsity: float
     collapsed: bool
+    unused_units_in: int = 0
+    unused_units_out: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,8 @@ class AuditSummary:
     dead_inputs: int
     dead_outputs: int
     layers_collapsed: int
+    unused_units: int = 0
+    topology: str = "declared"
 
 
 @dataclass(frozen=True)
@@ -104,7 +116,7 @@ class AuditReport:
                          f"{l.dead_units_out:,}",
                          f"{100 * l.effective_sparsity:.2f}%" + (" COLLAPSED" if l.collapsed else "")))
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = [f"audit of {self.source}"]
+        lines = [f"audit of {self.source} (topology: {self.summary.topology})"]
         for k, r in enumerate(rows):
             lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
             if k == 0:
@@ -116,7 +128,8 @@ class AuditReport:
             f"weights {s.weights:,}  kept {s.kept:,}  effective {s.effective:,}  "
             f"dead {s.dead:,} ({pct:.1f}% of kept)  constant {s.constant:,}",
             f"sparsity {100 * s.sparsity:.2f}%  effective sparsity {100 * s.effective_sparsity:.2f}%  "
-            f"dead units {s.dead_units:,}  dead inputs {s.dead_inputs:,}  dead outputs {s.dead_outputs:,}",
+            f"dead units {s.dead_units:,}  unused units {s.unused_units:,}  "
+            f"dead inputs {s.dead_inputs:,}  dead outputs {s.dead_outputs:,}",
         ]
         if s.collapsed:
             lines.append("COLLAPSED: no kept weight is effective; the outputs do not depend on the inputs")
@@ -142,6 +155,9 @@ def audit(graph: LayeredGraph, reach: Reachability | None = None, *, source: str
     (3, 0, 3)
     """
     r = reach if reach is not None else reachability(graph)
+    states = unit_states(graph, r)
+    dead_in = {g: int((v == DEAD).sum()) for g, v in states.items()}
+    unused_in = {g: int((v == UNUSED).sum()) for g, v in states.items()}
     layers = []
     for b in graph.weighted_blocks:
         m = r.pair_masks(b)
@@ -149,18 +165,16 @@ def audit(graph: LayeredGraph, reach: Reachability | None = None, *, source: str
         eff = m["effective"]
         kept = int(taps.sum())
         effective = int(taps[eff].sum())
-        src_live = np.zeros(b.shape[0], bool)
-        src_live[b.rows[eff]] = True
-        dst_live = np.zeros(b.shape[1], bool)
-        dst_live[b.cols[eff]] = True
         layers.append(LayerAudit(
             name=b.name, shape=b.weight_shape, weights=b.weights, kept=kept,
             accessible=int(taps[m["accessible"]].sum()), coaccessible=int(taps[m["coaccessible"]].sum()),
             effective=effective, dead=kept - effective, constant=int(taps[m["constant"]].sum()),
-            dead_units_in=int((~src_live).sum()), dead_units_out=int((~dst_live).sum()),
+            dead_units_in=dead_in[b.src], dead_units_out=dead_in[b.dst],
             sparsity=1.0 - _ratio(kept, b.weights), effective_sparsity=1.0 - _ratio(effective, b.weights),
             collapsed=kept > 0 and effective == 0,
+            unused_units_in=unused_in[b.src], unused_units_out=unused_in[b.dst],
         ))
+    written = list(dict.fromkeys(b.dst for b in graph.weighted_blocks))  # each group once
     weights = sum(l.weights for l in layers)
     kept = sum(l.kept for l in layers)
     effective = sum(l.effective for l in layers)
@@ -169,9 +183,11 @@ def audit(graph: LayeredGraph, reach: Reachability | None = None, *, source: str
         constant=sum(l.constant for l in layers),
         sparsity=1.0 - _ratio(kept, weights), effective_sparsity=1.0 - _ratio(effective, weights),
         collapsed=kept > 0 and not any(r.accessible[s].any() for s in graph.sinks),
-        dead_units=sum(l.dead_units_out for l in layers),
+        dead_units=sum(dead_in[g] for g in written),
         dead_inputs=int(sum((~r.coaccessible[s]).sum() for s in graph.sources)),
         dead_outputs=int(sum((~r.accessible[s]).sum() for s in graph.sinks)),
         layers_collapsed=sum(l.collapsed for l in layers),
+        unused_units=sum(unused_in[g] for g in written),
+        topology=graph.topology,
     )
     return AuditReport(source, summary, tuple(layers), tuple(graph.warnings) + tuple(warnings))

@@ -42,6 +42,7 @@ __all__ = [
     "GraphBuilder",
     "weight_pairs",
     "pair_selector",
+    "conv_group_index",
     "chain",
 ]
 
@@ -51,6 +52,7 @@ EXPAND = "expand"
 DENSE = "dense"
 SPARSE = "sparse"
 _KINDS = (WEIGHTED, IDENTITY, EXPAND, DENSE, SPARSE)
+TOPOLOGIES = ("traced", "stored", "inferred-chain", "declared")
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,9 +185,32 @@ def weight_pairs(mask: np.ndarray, conv_groups: int = 1) -> tuple[np.ndarray, np
     taps = counts[c, o].astype(np.int64)
     if conv_groups == 1:
         return c.astype(np.int64), o.astype(np.int64), taps
-    rows = (o // (out_ch // conv_groups)) * in_per_group + c  # input unit
+    rows = conv_group_index(out_ch, in_per_group, conv_groups)[o, c]  # input unit
     order = np.lexsort((o, rows))
     return rows[order].astype(np.int64), o[order].astype(np.int64), taps[order]
+
+
+def conv_group_index(out_channels: int, in_per_group: int, conv_groups: int = 1) -> np.ndarray:
+    """The input unit read by weight ``(o, c)`` of a (grouped) conv: the one conv-group mapping.
+
+    Output channel ``o`` belongs to group ``o // (out/groups)``, which reads input channels
+    ``group * (in/groups) … (group+1) * (in/groups) - 1``; weight ``(o, c)`` reads the
+    ``c``-th of them.  A linear layer or an ungrouped conv (``conv_groups == 1``) reads
+    input ``c``.
+
+    Returns
+    -------
+    ndarray of int64, shape (out_channels, in_per_group)
+
+    Examples
+    --------
+    >>> conv_group_index(4, 1, 2).ravel().tolist()  # 2 groups, 2 inputs: outputs 0,1 read 0; 2,3 read 1
+    [0, 0, 1, 1]
+    """
+    if conv_groups < 1 or out_channels % conv_groups:
+        raise InvalidGraph(f"{out_channels} output channels are not divisible by groups={conv_groups}")
+    group = np.arange(out_channels, dtype=np.int64) // (out_channels // conv_groups)
+    return group[:, None] * in_per_group + np.arange(in_per_group, dtype=np.int64)[None, :]
 
 
 def pair_selector(block: Block, src_units: np.ndarray, dst_units: np.ndarray) -> np.ndarray:
@@ -196,8 +221,7 @@ def pair_selector(block: Block, src_units: np.ndarray, dst_units: np.ndarray) ->
     """
     out_ch, in_per_group = block.weight_shape[0], block.weight_shape[1]
     o = np.arange(out_ch)[:, None]
-    c = np.arange(in_per_group)[None, :]
-    src_index = (o // (out_ch // block.conv_groups)) * in_per_group + c  # (out, in/groups)
+    src_index = conv_group_index(out_ch, in_per_group, block.conv_groups)  # (out, in/groups)
     ok = dst_units[o] & src_units[src_index]  # (out, in/groups)
     extra = len(block.weight_shape) - 2
     return np.broadcast_to(ok.reshape(ok.shape + (1,) * extra), block.weight_shape)
@@ -216,7 +240,12 @@ class LayeredGraph:
     order : tuple of str
         Group names in topological order (ties broken by insertion order).
     warnings : tuple of str
-        Over-approximations made when the graph was built (unknown ops).
+        Over-approximations made when the graph was built (unknown ops), and the
+        assumptions of an inferred topology.
+    topology : {"traced", "stored", "inferred-chain", "declared"}
+        Where the topology comes from: a torch.fx trace of the model, a topology spec stored
+        in a checkpoint, an order inferred from weight shapes without model code (an
+        assumption, stated in ``warnings``), or built by hand with :class:`GraphBuilder`.
     """
 
     groups: Mapping[str, Group]
@@ -225,6 +254,7 @@ class LayeredGraph:
     sinks: tuple[str, ...]
     order: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    topology: str = "declared"
 
     @property
     def weighted_blocks(self) -> tuple[Block, ...]:
@@ -431,8 +461,13 @@ class GraphBuilder:
         return self._widths[group]
 
     # -- build ------------------------------------------------------------------------
-    def build(self, sinks: Sequence[str] | None = None) -> LayeredGraph:
-        """Validate and freeze.  ``sinks`` default to the groups with no outgoing block."""
+    def build(self, sinks: Sequence[str] | None = None, *, topology: str = "declared") -> LayeredGraph:
+        """Validate and freeze.  ``sinks`` default to the groups with no outgoing block.
+
+        ``topology`` records where the structure comes from (see :class:`LayeredGraph`).
+        """
+        if topology not in TOPOLOGIES:
+            raise InvalidGraph(f"topology {topology!r} is not one of {', '.join(TOPOLOGIES)}")
         if not self._sources:
             raise InvalidGraph("the graph has no input group; declare one with input()")
         into = {b.dst for b in self._blocks}
@@ -468,7 +503,7 @@ class GraphBuilder:
             raise InvalidGraph("the graph has no output group")
         groups = {g: Group(g, self._widths[g], self._constant[g].copy()) for g in order}
         return LayeredGraph(groups, tuple(blocks), tuple(self._sources), tuple(sinks),
-                            tuple(order), tuple(self._warnings))
+                            tuple(order), tuple(self._warnings), topology)
 
 
 def chain(masks: Iterable[np.ndarray], names: Sequence[str] | None = None) -> LayeredGraph:

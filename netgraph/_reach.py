@@ -25,9 +25,30 @@ from typing import Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from ._graph import DENSE, Block, LayeredGraph
+from ._graph import DENSE, Block, LayeredGraph, pair_selector
 
-__all__ = ["Reachability", "reachability", "Product", "products"]
+__all__ = ["Reachability", "reachability", "Product", "products", "WeightStates", "unit_states",
+           "UNUSED", "DEAD", "EFFECTIVE"]
+
+#: Unit states of :func:`unit_states` (int8).
+UNUSED, DEAD, EFFECTIVE = 0, 1, 2
+
+
+@dataclass(frozen=True, eq=False)
+class WeightStates:
+    """Boolean arrays of a weighted block's ``weight_shape`` (PyTorch layout), each ⊆ ``kept``.
+
+    ``effective = accessible & coaccessible``; ``dead = kept & ~effective``;
+    ``constant ⊆ dead``: the source unit is not accessible but carries a constant (bias /
+    BN shift) and the destination is coaccessible.
+    """
+
+    kept: np.ndarray
+    accessible: np.ndarray
+    coaccessible: np.ndarray
+    effective: np.ndarray
+    dead: np.ndarray
+    constant: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +67,44 @@ class Reachability:
         eff = acc & coacc
         const = ~acc & self.constant[block.src][block.rows] & coacc
         return {"accessible": acc, "coaccessible": coacc, "effective": eff, "constant": const}
+
+    def weight_states(self, block: Block, kept: np.ndarray) -> WeightStates:
+        """The kept / accessible / coaccessible / effective / dead / constant weights of a block.
+
+        The one place that turns unit reachability into weight masks: repair, compaction,
+        figures and tests all call it.
+
+        Parameters
+        ----------
+        block : Block
+            A weighted block of this reachability's graph.
+        kept : array of bool (or 0/1), shape ``block.weight_shape``
+            The block's mask (PyTorch layout), the one the graph was built from.
+
+        Returns
+        -------
+        WeightStates
+            Arrays of ``block.weight_shape``; a kernel tap follows its channel pair.
+
+        Examples
+        --------
+        >>> from netgraph import chain
+        >>> m = np.array([[1, 1], [0, 0]], bool)
+        >>> g = chain([m, np.array([[0, 1]])])
+        >>> r = reachability(g)
+        >>> r.weight_states(g.blocks[0], m).dead.astype(int).tolist()
+        [[1, 1], [0, 0]]
+        """
+        kept = np.asarray(kept).astype(bool, copy=False)
+        if kept.shape != tuple(block.weight_shape):
+            raise ValueError(f"kept mask of {block.name!r} has shape {kept.shape}; the block's weight "
+                             f"has shape {tuple(block.weight_shape)}")
+        acc_u, coacc_u = self.accessible[block.src], self.coaccessible[block.dst]
+        acc = kept & pair_selector(block, acc_u, np.ones_like(coacc_u))
+        coacc = kept & pair_selector(block, np.ones_like(acc_u), coacc_u)
+        eff = acc & coacc
+        const = kept & pair_selector(block, ~acc_u & self.constant[block.src], coacc_u)
+        return WeightStates(kept, acc, coacc, eff, kept & ~eff, const)
 
     def effective_matrix(self, block: Block) -> sp.csr_matrix:
         """The effective pairs of a block as a boolean CSR matrix ``(width_src, width_dst)``."""
@@ -92,6 +151,57 @@ def reachability(graph: LayeredGraph) -> Reachability:
     seeds = {g: grp.constant for g, grp in graph.groups.items() if grp.has_constant}
     const = _propagate(graph, seeds, forward=True)
     return Reachability(graph, acc, coacc, const)
+
+
+def unit_states(graph: LayeredGraph, reach: Reachability | None = None) -> dict[str, np.ndarray]:
+    """The one meaning of a dead unit: per group, ``int8`` states ``UNUSED`` / ``DEAD`` / ``EFFECTIVE``.
+
+    * **effective** (2): accessible and coaccessible — the unit lies on an input → output
+      path (equivalently: it has an effective connection in or out).
+    * **dead** (1): not effective, but a kept weight reads or writes it — a defect: the
+      weight is kept and does nothing for the output.
+    * **unused** (0): no kept weight reads or writes it — pruned away, not a defect.
+
+    "Reads or writes" is seen through structural blocks (identity, flatten expansion,
+    concatenation, all-to-all), which carry no weights: a conv channel whose flattened
+    features a linear layer reads has kept weights out; a BatchNorm channel after a conv
+    has the conv's weights in.
+
+    Parameters
+    ----------
+    graph : LayeredGraph
+    reach : Reachability, optional
+        ``reachability(graph)``, computed when not given.
+
+    Returns
+    -------
+    dict of str to ndarray of int8, shape (width,)
+        One array per group of ``graph.order``.
+
+    Examples
+    --------
+    >>> from netgraph import chain
+    >>> g = chain([np.array([[1, 0, 0], [0, 1, 0]]), np.array([[0, 1]])])
+    >>> [unit_states(g)[n].tolist() for n in g.order]  # input 2 is unused; input 0, unit 0 dead
+    [[1, 2, 0], [1, 2], [2]]
+    """
+    r = reach if reach is not None else reachability(graph)
+    into = {g: np.zeros(graph.groups[g].width, bool) for g in graph.order}
+    out_of = {g: np.zeros(graph.groups[g].width, bool) for g in graph.order}
+    for b in graph.blocks:
+        if b.weighted:  # pairs are kept pairs only
+            into[b.dst][b.cols] = True
+            out_of[b.src][b.rows] = True
+    structural = [b for b in graph.blocks if not b.weighted]
+    for b in structural:  # topological order: every block into b.src came earlier
+        into[b.dst] |= b.forward(into[b.src])
+    for b in structural[::-1]:
+        out_of[b.src] |= b.backward(out_of[b.dst])
+    states = {}
+    for g in graph.order:
+        live = r.accessible[g] & r.coaccessible[g]
+        states[g] = np.where(live, EFFECTIVE, np.where(into[g] | out_of[g], DEAD, UNUSED)).astype(np.int8)
+    return states
 
 
 @dataclass(frozen=True, eq=False)
