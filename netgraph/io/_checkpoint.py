@@ -102,8 +102,16 @@ def effective_tensor(tensors: Mapping[str, np.ndarray], key: str) -> np.ndarray 
 
 
 def natural_key(name: str) -> tuple:
-    """Sort key that orders ``net.2`` before ``net.10``."""
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+    """Sort key that orders ``net.2`` before ``net.10``.
+
+    Only ASCII digit runs are numbers (``'fc²'`` and ``'fc٣'`` are plain text), so the key
+    alternates text, number, text, … and any two keys compare without error.
+
+    >>> sorted(["net.10", "net.2", "fc²", "fc1"], key=natural_key)
+    ['fc1', 'fc²', 'net.2', 'net.10']
+    """
+    parts = re.split(r"([0-9]+)", name)
+    return tuple(int(t) if i % 2 else t for i, t in enumerate(parts))
 
 
 # -- reading ------------------------------------------------------------------------------
