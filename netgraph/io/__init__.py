@@ -6,6 +6,8 @@
 ``checkpoint_from_state_dict`` an in-memory state_dict → :class:`Checkpoint`
 ``graph_from_checkpoint``      the stored topology, or a chain inferred from shapes
 ``repair_checkpoint``          audit → repair → write → re-audit, for a file
+``read_onnx``, ``audit_onnx``  an ONNX file → torch.fx graph → the traced audit
+``prune_onnx``                 zero an ONNX file's dead weights, write it back
 ``output_path``                the output contract: check a destination file first
 ``output_dir``                 the same for an output folder
 ``atomic_write``               write via a temporary, check, rename (nothing partial)
@@ -25,6 +27,7 @@ from ._checkpoint import (
     save_checkpoint,
 )
 from ._infer import graph_from_checkpoint, infer_chain
+from ._onnx import OnnxModel, audit_onnx, is_onnx, prune_onnx, read_onnx
 from ._repair import CheckpointRepair, repair_checkpoint
 from ._write import atomic_dir, output_dir, output_path, read_sidecar, remove_stale_temporaries, sidecar_path
 
@@ -39,6 +42,11 @@ __all__ = [
     "save_checkpoint",
     "graph_from_checkpoint",
     "infer_chain",
+    "OnnxModel",
+    "audit_onnx",
+    "is_onnx",
+    "prune_onnx",
+    "read_onnx",
     "CheckpointRepair",
     "repair_checkpoint",
     "output_path",
