@@ -63,8 +63,9 @@ def test_repair_never_overwrites_input(dead_ckpt, capsys):
     before = dead_ckpt.read_bytes()
     assert main(["repair", str(dead_ckpt), "-o", str(dead_ckpt)]) == 2
     assert dead_ckpt.read_bytes() == before
-    assert "refusing to overwrite" in capsys.readouterr().err
-    assert main(["repair", str(dead_ckpt), "-o", str(dead_ckpt), "--force"]) == 0
+    assert "is the input" in capsys.readouterr().err
+    assert main(["repair", str(dead_ckpt), "-o", str(dead_ckpt), "--force"]) == 2  # not even with --force
+    assert dead_ckpt.read_bytes() == before
 
 
 def test_repair_prune_format_changes_only_the_mask(dead_ckpt, tmp_path):

@@ -1,72 +1,267 @@
-"""CLI glue for ``--model PKG.MODULE:FACTORY``: build the model, load the checkpoint, trace.
+"""``--model SPEC``: build the user's model, fit the checkpoint into it, trace it.
 
-``audit``, ``repair`` and ``compact`` call :func:`audit_with_model` and
-:func:`repair_with_model` with their parsed arguments (fields: ``path``, ``model``,
-``input_shape``, ``format``, ``fail_on_dead``, ``mode``, ``verify``, ``output``,
-``scores``, ``force``).  The checkpoint is read with netgraph's strict loaders (never
-unpickling code); torch's prune format (``X_orig`` + ``X_mask``) is re-applied to the
-factory's model with ``torch.nn.utils.prune.custom_from_mask``.
+=============================  ==================================================
+``build_model``                ``module:factory`` / ``path/file.py:factory`` + JSON kwargs
+``load_model``                 the checkpoint into the model (keys mapped) → :class:`UserModel`
+``prepare_model``              the above + the example input + the trace (for any command)
+``audit_with_model``           ``netgraph audit CKPT --model M``
+``repair_with_model``          ``netgraph repair|compact CKPT --model M -o OUT``
+=============================  ==================================================
+
+The model is found as ``python -m`` finds one: the current folder first, then what is
+installed; ``path/to/file.py:factory`` loads that file (its folder is importable too).
+The checkpoint is read with netgraph's strict loader (never unpickling code).  Its keys
+are matched to the model's: the wrappers ``state_dict`` / ``model`` / ``model_state_dict``
+(the loader unwraps them) and the prefixes ``module.`` (DataParallel / DDP),
+``_orig_mod.`` (``torch.compile``) and ``model.`` (Lightning) are recognised when exactly
+one reading makes every key fit, with a one-line note; ``--key-prefix`` names another.
+torch's prune format (``X_orig`` + ``X_mask``) is re-applied with
+``torch.nn.utils.prune.custom_from_mask``.  Repaired and compacted state_dicts are written
+by :func:`netgraph.io._repair.write_like`, the same writer the checkpoint-only path uses.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..errors import BadCheckpoint, NetgraphError, VerificationFailed
+from ._options import parse_input_shape
 
-__all__ = ["audit_with_model", "repair_with_model", "load_model", "parse_input_shape"]
+__all__ = ["UserModel", "build_model", "load_model", "prepare_model", "audit_with_model", "repair_with_model",
+           "KNOWN_PREFIXES", "TOLERANCE"]
 
 TOLERANCE = 1e-9
+KNOWN_PREFIXES = ("module.", "_orig_mod.", "model.")
 
 
-def _read_tensors(path: str) -> dict[str, Any]:
-    """The checkpoint's tensors as torch tensors, through the strict loader."""
-    import torch
+def _short(items, n: int = 3) -> str:
+    """``'a', 'b', 'c' (+5 more)`` with each name cut to 60 characters: one readable line."""
+    items = list(items)
+    shown = ", ".join(repr(s if len(s) <= 60 else s[:57] + "...") for s in items[:n])
+    return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
-    from ..io import _checkpoint
 
-    ckpt = _checkpoint.load_checkpoint(path)
-    return {k: torch.from_numpy(v.copy()) for k, v in ckpt.tensors.items()}
+# -- the factory ---------------------------------------------------------------------------
+
+def _import_from_cwd(module_name: str):
+    """Import ``module_name`` with the current folder first on ``sys.path`` (as ``python -m``)."""
+    cwd = os.getcwd()
+    top = module_name.split(".")[0]
+    local = os.path.isfile(os.path.join(cwd, top + ".py")) or os.path.isfile(os.path.join(cwd, top, "__init__.py"))
+    if local:
+        if sys.path[:1] != [cwd]:
+            sys.path.insert(0, cwd)
+        cached = sys.modules.get(top)
+        where = os.path.dirname(os.path.abspath(getattr(cached, "__file__", "") or "")) if cached else None
+        if cached is not None and where not in (cwd, os.path.join(cwd, top)):
+            for name in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
+                del sys.modules[name]  # a same-named module from another folder (an earlier run)
+        importlib.invalidate_caches()
+    return importlib.import_module(module_name)
+
+
+def _import_file(file_path: str):
+    full = os.path.abspath(file_path)
+    if not os.path.isfile(full):
+        raise NetgraphError(f"--model: {file_path!r} is not a file")
+    folder = os.path.dirname(full)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # as `python file.py`: its siblings are importable
+    name = "netgraph_user_" + os.path.splitext(os.path.basename(full))[0].replace("-", "_")
+    spec = importlib.util.spec_from_file_location(name, full)
+    if spec is None or spec.loader is None:
+        raise NetgraphError(f"--model: cannot load {file_path!r} as Python code")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _factory(spec: str):
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise NetgraphError(f"--model {spec!r} must look like pkg.module:factory (a callable returning the nn.Module)")
+    where, sep, attr = spec.rpartition(":")
+    if not sep or not where or not attr:
+        raise NetgraphError(f"--model {spec!r} must look like module:factory or path/to/file.py:factory "
+                            "(a callable returning the nn.Module)")
     try:
-        module = importlib.import_module(module_name)
+        if where.endswith(".py") or os.sep in where or "/" in where:
+            module = _import_file(where)
+        else:
+            module = _import_from_cwd(where)
+    except NetgraphError:
+        raise
     except ImportError as exc:
-        raise NetgraphError(f"--model {spec!r}: cannot import {module_name!r} ({exc}); "
-                            "is it installed or on PYTHONPATH?") from None
+        raise NetgraphError(f"--model {spec!r}: cannot import {where!r} ({exc}); looked in the current folder "
+                            f"({os.getcwd()}) and the installed packages; or give path/to/file.py:factory") from None
+    except (Exception, SystemExit) as exc:
+        raise NetgraphError(f"--model {spec!r}: importing {where!r} failed ({type(exc).__name__}: "
+                            f"{_first_line(exc)})") from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise NetgraphError(f"--model {spec!r}: {module_name!r} has no attribute {attr!r}")
+            raise NetgraphError(f"--model {spec!r}: {where!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
         raise NetgraphError(f"--model {spec!r}: {attr!r} is not callable")
     return obj
 
 
-def load_model(spec: str, path: str):
-    """Build the model from ``spec`` and load the checkpoint at ``path`` into it."""
-    import torch
-    import torch.nn as nn
-    from torch.nn.utils import prune
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= 200 else line[:197] + "..."
 
+
+def _kwargs(text: str | None) -> dict:
+    if text is None:
+        return {}
     try:
-        model = _factory(spec)()
-    except NetgraphError:
-        raise
-    except Exception as exc:
-        raise NetgraphError(f"--model {spec!r}: calling the factory failed ({type(exc).__name__}: {exc})") from None
+        kwargs = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise NetgraphError(f"--model-kwargs {text[:80]!r} is not JSON ({_first_line(exc)}); "
+                            "give an object such as '{\"num_classes\": 10}'") from None
+    if not isinstance(kwargs, dict):
+        raise NetgraphError(f"--model-kwargs must be a JSON object of keyword arguments, got a {type(kwargs).__name__}")
+    return kwargs
+
+
+def build_model(spec: str, model_kwargs: str | Mapping | None = None):
+    """Call the factory named by ``spec`` with ``model_kwargs`` (JSON text or a mapping).
+
+    Raises
+    ------
+    NetgraphError
+        Not importable, not callable, the call failed (``SystemExit`` included), or it
+        returned something other than an ``nn.Module``.  One line each.
+    """
+    import torch.nn as nn
+
+    kwargs = dict(model_kwargs) if isinstance(model_kwargs, Mapping) else _kwargs(model_kwargs)
+    factory = _factory(spec)
+    try:
+        model = factory(**kwargs)
+    except (Exception, SystemExit) as exc:
+        raise NetgraphError(f"--model {spec!r}: calling the factory failed ({type(exc).__name__}: "
+                            f"{_first_line(exc)})") from None
     if not isinstance(model, nn.Module):
         raise NetgraphError(f"--model {spec!r} returned a {type(model).__name__}, expected an nn.Module")
-    tensors = _read_tensors(path)
+    return model
+
+
+# -- fitting the checkpoint ----------------------------------------------------------------
+
+@dataclass
+class UserModel:
+    """The user's model with the checkpoint loaded, and how the checkpoint was read.
+
+    ``prefix`` is what was stripped from the file's keys; ``prune_keys`` the model-side
+    names stored in torch's prune format; ``notes`` one-line remarks for stderr.
+    """
+
+    model: Any
+    ckpt: Any
+    spec: str
+    prefix: str = ""
+    prune_keys: frozenset = frozenset()
+    notes: list = field(default_factory=list)
+    shape: tuple = ()
+    traced: Any = None
+
+
+def _bases(keys) -> set[str]:
+    """Key names with torch's prune suffixes folded: ``fc.weight_orig`` → ``fc.weight``."""
+    out = set()
+    for k in keys:
+        for suffix in ("_orig", "_mask"):
+            if k.endswith(suffix) and (k[: -len(suffix)] + ("_mask" if suffix == "_orig" else "_orig")) in keys:
+                k = k[: -len(suffix)]
+                break
+        out.add(k)
+    return out
+
+
+def _prefix_candidates(keys, given: str | None) -> list[str]:
+    if given is not None:
+        return [given]
+    cands, frontier = [""], [""]
+    while frontier:
+        nxt = []
+        for p in frontier:
+            for tok in KNOWN_PREFIXES:
+                q = p + tok
+                if keys and all(k.startswith(q) for k in keys):
+                    cands.append(q)
+                    nxt.append(q)
+        frontier = nxt[:8]
+    return cands
+
+
+def _match_prefix(path: str, spec: str, keys: list[str], model_keys: set[str], given: str | None) -> str:
+    """The prefix whose removal makes the checkpoint's keys the model's (one line if none)."""
+    best = None
+    fits = []
+    for p in _prefix_candidates(keys, given):
+        stripped = _bases({k[len(p):] if k.startswith(p) else k for k in keys})
+        extra, missing = sorted(stripped - model_keys), sorted(model_keys - stripped)
+        if not extra and not missing:
+            fits.append(p)
+        score = len(extra) + len(missing)
+        if best is None or score < best[0]:
+            best = (score, p, extra, missing)
+    if len(fits) == 1 or (fits and fits[0] == ""):
+        return fits[0]
+    if len(fits) > 1:
+        raise BadCheckpoint(f"{path}: the keys fit the model from {spec} after removing any of the prefixes "
+                            f"{_short(fits)}; choose one with --key-prefix")
+    _, p, extra, missing = best
+    parts = []
+    if extra:
+        parts.append(f"{len(extra)} key(s) match nothing in the model (first {_short(extra)})")
+    if missing:
+        parts.append(f"{len(missing)} model entr{'y has' if len(missing) == 1 else 'ies have'} no key "
+                     f"(first {_short(missing)})")
+    how = f" after removing the prefix {p!r}" if p else ""
+    raise BadCheckpoint(f"{path}: does not fit the model from {spec}{how}: {'; '.join(parts)}; "
+                        "if the keys carry another prefix, give --key-prefix")
+
+
+def load_model(spec: str, path: str, *, model_kwargs: str | Mapping | None = None,
+               key_prefix: str | None = None) -> UserModel:
+    """Build the model from ``spec`` and load the checkpoint at ``path`` into it.
+
+    Returns
+    -------
+    UserModel
+        ``.model`` in eval mode, prune-format weights re-applied.
+
+    Raises
+    ------
+    BadCheckpoint
+        The keys or shapes do not fit the model (the first unmatched keys are named).
+    """
+    import torch
+    from torch.nn.utils import prune
+
+    from ..io._repair import read_checkpoint
+
+    model = build_model(spec, model_kwargs)
+    ckpt, notes = read_checkpoint(path)
+    if ckpt.state_dict_key is not None:
+        notes.append(f"note: {path}: the state_dict is read from its {ckpt.state_dict_key!r} entry")
+    model_keys = set(model.state_dict().keys())
+    keys = list(ckpt.tensors)
+    prefix = _match_prefix(path, spec, keys, model_keys, key_prefix)
+    if prefix and key_prefix is None:
+        notes.append(f"note: {path}: keys matched to the model by removing the prefix {prefix!r} "
+                     f"({len(keys)} keys); the output keeps it")
+    tensors = {(k[len(prefix):] if k.startswith(prefix) else k): torch.from_numpy(v.copy())
+               for k, v in ckpt.tensors.items()}
+    prune_keys = set()
     for key in sorted(k for k in tensors if k.endswith("_mask")):
         base = key[: -len("_mask")]
         if base + "_orig" not in tensors:
@@ -75,60 +270,63 @@ def load_model(spec: str, path: str):
         try:
             mod = model.get_submodule(qual)
         except AttributeError:
-            raise BadCheckpoint(f"{path}: mask {key!r} names module {qual!r}, which the model from {spec} lacks") from None
+            raise BadCheckpoint(f"{path}: mask {prefix + key!r} names module {qual!r}, which the model from {spec} "
+                                "lacks") from None
         if not isinstance(getattr(mod, pname, None), torch.Tensor):
-            raise BadCheckpoint(f"{path}: mask {key!r} names parameter {pname!r}, which module {qual!r} lacks")
+            raise BadCheckpoint(f"{path}: mask {prefix + key!r} names parameter {pname!r}, which module {qual!r} lacks")
         if tuple(getattr(mod, pname).shape) != tuple(tensors[key].shape):
-            raise BadCheckpoint(f"{path}: mask {key!r} has shape {tuple(tensors[key].shape)} but the model's "
-                                f"{base!r} has {tuple(getattr(mod, pname).shape)}")
+            raise BadCheckpoint(f"{path}: mask {prefix + key!r} has shape {tuple(tensors[key].shape)} but the "
+                                f"model's {base!r} has {tuple(getattr(mod, pname).shape)}")
         prune.custom_from_mask(mod, pname, tensors[key] != 0)
+        prune_keys.add(base)
     try:
         result = model.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln]
         raise BadCheckpoint(f"{path}: does not fit the model from {spec}: "
-                            f"{lines[0] if lines else str(exc).splitlines()[0]}") from None
+                            f"{(lines[0] if lines else _first_line(exc))[:300]}") from None
     if result.missing_keys or result.unexpected_keys:
         parts = []
-        if result.missing_keys:
-            parts.append(f"missing {result.missing_keys[:3]}" + (" ..." if len(result.missing_keys) > 3 else ""))
         if result.unexpected_keys:
-            parts.append(f"unexpected {result.unexpected_keys[:3]}" + (" ..." if len(result.unexpected_keys) > 3 else ""))
+            parts.append(f"unexpected {_short(result.unexpected_keys)}")
+        if result.missing_keys:
+            parts.append(f"missing {_short(result.missing_keys)}")
         raise BadCheckpoint(f"{path}: does not fit the model from {spec}: {'; '.join(parts)}")
     with torch.no_grad():  # recompute prune's weight attributes from the loaded tensors
         for mod in model.modules():
             for hook in list(mod._forward_pre_hooks.values()):
                 if isinstance(hook, prune.BasePruningMethod):
                     hook(mod, None)
-    return model.eval()
+    return UserModel(model.eval(), ckpt, spec, prefix, frozenset(prune_keys), notes)
 
 
-def parse_input_shape(text: str | None, model) -> tuple[int, ...]:
-    """``"1,3,224,224"`` → ``(1, 3, 224, 224)``; without it, ``(1, in_features)`` for a model
-    whose first layer is a Linear."""
+def default_input_shape(model) -> tuple[int, ...]:
+    """``(1, in_features)`` for a model whose first layer is a Linear; else an error."""
     import torch.nn as nn
 
-    if text is None:
-        first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))), None)
-        if isinstance(first, nn.Linear):
-            return (1, first.in_features)
-        raise NetgraphError("--input-shape is needed for this model (e.g. --input-shape 1,3,224,224); "
-                            "only models that start with a Linear layer have an obvious one")
-    try:
-        shape = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        shape = ()
-    if not shape or min(shape) < 1:
-        raise NetgraphError(f"--input-shape {text!r} must be positive integers separated by commas, e.g. 1,3,224,224")
-    return shape
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))), None)
+    if isinstance(first, nn.Linear):
+        return (1, first.in_features)
+    raise NetgraphError("--input-shape is needed for this model (e.g. --input-shape 1,3,224,224); "
+                        "only models that start with a Linear layer have an obvious one")
 
 
-def _prepare(args):
+def prepare_model(args, path: str) -> UserModel:
+    """Build, load and trace for a command with the model options (:func:`add_model_options`).
+
+    Notes (keys mapped, wrapper read) go to stderr, one line each.
+    """
     from ..torch._trace import trace_model
 
-    model = load_model(args.model, args.path)
-    shape = parse_input_shape(getattr(args, "input_shape", None), model)
-    return model, shape, trace_model(model, shape)
+    shape = parse_input_shape(getattr(args, "input_shape", None))
+    user = load_model(args.model, path, model_kwargs=getattr(args, "model_kwargs", None),
+                      key_prefix=getattr(args, "key_prefix", None))
+    for note in user.notes:
+        print(f"netgraph: {note}", file=sys.stderr)
+    user.notes = []
+    user.shape = shape or default_input_shape(user.model)
+    user.traced = trace_model(user.model, user.shape)
+    return user
 
 
 def _emit(args, payload: Mapping, text: str) -> None:
@@ -141,95 +339,221 @@ def _emit(args, payload: Mapping, text: str) -> None:
 
 def audit_with_model(args) -> int:
     """``netgraph audit CKPT --model M``: trace the model, print the audit; 1 if dead and asked."""
-    _, _, traced = _prepare(args)
-    report = traced.audit(source=args.path)
-    _emit(args, report.to_dict(), report.to_text())
-    return 1 if getattr(args, "fail_on_dead", False) and report.has_dead else 0
+    from .audit import finish
+
+    user = prepare_model(args, args.path)
+    report = user.traced.audit(source=args.path)
+    return finish(args, report)
 
 
-def _check_output(args) -> None:
-    out = args.output
-    if os.path.exists(out) and not getattr(args, "force", False):
-        if os.path.samefile(out, args.path):
-            raise NetgraphError(f"{out}: refusing to overwrite the input; choose another -o or pass --force")
-        raise NetgraphError(f"{out}: exists; choose another -o or pass --force to replace it")
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder):
-        raise NetgraphError(f"{out}: folder {folder!r} does not exist")
+# -- repair / compact ------------------------------------------------------------------------
+
+def _scores(user: UserModel, path: str | None) -> tuple[dict | None, dict | None]:
+    """Score tensors by the model's weight names (the file may use the checkpoint's prefix):
+    ``(ranking, raw)``; the ranking is ``|score|``, as the checkpoint-only path ranks (the
+    largest ``|score|`` wins); ``raw`` are the values ``--new-values scores`` gives."""
+    if path is None:
+        return None, None
+    import torch
+
+    from ..io import load_checkpoint
+
+    raw = {}
+    for k, v in load_checkpoint(path).tensors.items():
+        raw[k[len(user.prefix):] if user.prefix and k.startswith(user.prefix) else k] = v
+    return {k: torch.from_numpy(abs(v.copy())) for k, v in raw.items()}, raw
 
 
-def _save(path: str, state_dict: Mapping[str, Any], traced, report, meta: Mapping[str, Any]) -> None:
-    """Write the repaired state_dict with the topology of the repaired model as data, so
-    ``netgraph audit OUT`` gives the exact audit without the model code (a compacted model's
-    state_dict no longer fits the factory's model)."""
-    from ..io._checkpoint import save_checkpoint
+def _prune_layout(state: Mapping[str, Any], prune_keys) -> dict:
+    """A compacted (plain) state_dict in torch's prune format for the keys that came in it:
+    ``X_orig`` = the compacted weights, ``X_mask`` = where they are non-zero."""
+    out = {}
+    for k, v in state.items():
+        if k in prune_keys:
+            out[k + "_orig"] = v
+            out[k + "_mask"] = (v != 0).to(v.dtype)
+        else:
+            out[k] = v
+    return out
+
+
+def _spec_with_prefix(traced, state_keys, prefix: str) -> dict:
     from .._spec import graph_to_spec
 
     bias_keys = {}
     for name, (module, _) in traced.params.items():
         key = f"{module}.bias" if module else "bias"
-        if key in state_dict:
+        if key in state_keys or key + "_orig" in state_keys:
             bias_keys[name] = key
-    full = {"topology": graph_to_spec(traced.graph, bias_keys), "audit": report.to_dict(), **meta}
-    save_checkpoint(path, dict(state_dict), full, format="torch")
+    spec = graph_to_spec(traced.graph, bias_keys)
+    if prefix:
+        for blk in spec["blocks"]:
+            if blk["kind"] == "weighted":
+                blk["name"] = prefix + blk["name"]
+                if blk.get("bias"):
+                    blk["bias"] = prefix + blk["bias"]
+    return spec
 
 
-def repair_with_model(args) -> int:
-    """``netgraph repair|compact CKPT --model M -o OUT``: prune, reconnect or compact; 1 if
-    ``--verify`` finds an output changed by more than 1e-9 (relative, float64)."""
+def _drop_created_biases(original, repaired) -> list[str]:
+    """Reconnect folds constant weights into a bias and creates one where the layer had
+    none; the output must not have a parameter the model lacks, so such a bias is removed
+    again (the constant weights are removed, as reconnect does where it cannot fold)."""
+    dropped = []
+    for name, mod in repaired.named_modules():
+        orig = original.get_submodule(name)
+        if getattr(mod, "bias", None) is not None and getattr(orig, "bias", None) is None \
+                and "bias" in mod._parameters:
+            mod.bias = None
+            dropped.append(name or "<root>")
+    return dropped
+
+
+def repair_with_model(args):
+    """``netgraph repair|compact CKPT --model M -o OUT``: prune, reconnect or compact.
+
+    Returns
+    -------
+    CheckpointRepair
+        The file written and the audits; ``extra`` holds the compaction's figures and
+        ``max_relative_difference`` when ``--verify`` ran.
+
+    Raises
+    ------
+    VerificationFailed
+        ``--verify`` found an output changed by more than 1e-9 (relative, float64);
+        nothing is written then.
+    """
     import torch
 
+    from ..io import output_path
+    from ..io._repair import CheckpointRepair, new_values_for, write_like
     from ..torch._repair import compact_model, prune_model, reconnect_model, verify
     from ..torch._trace import trace_model
 
-    mode = getattr(args, "mode", "prune")
-    if mode not in ("prune", "reconnect", "compact"):
-        raise NetgraphError(f"--mode {mode!r} is unknown; use prune, reconnect or compact")
-    _check_output(args)
-    model, shape, traced = _prepare(args)
+    mode = args.mode
+    new_values = getattr(args, "new_values", None)
+    extra_inputs = [p for p in (getattr(args, "scores", None), new_values) if p and p not in ("orig", "scores")]
+    output = output_path(args.output, force=args.force, inputs=[args.path, *extra_inputs])
+    user = prepare_model(args, args.path)
+    model, shape, traced = user.model, user.shape, user.traced
     before = traced.audit(source=args.path)
     extra: dict[str, Any] = {}
+    notes: list[str] = []
     if mode == "prune":
         repaired = prune_model(model, traced)
         state = repaired.state_dict()
     elif mode == "reconnect":
-        scores = _read_tensors(args.scores) if getattr(args, "scores", None) else None
+        scores, raw_scores = _scores(user, getattr(args, "scores", None))
+        values = None
+        if new_values not in (None, "orig", "scores"):
+            from ..io import load_checkpoint
+
+            values = {(k[len(user.prefix):] if user.prefix and k.startswith(user.prefix) else k): v
+                      for k, v in load_checkpoint(new_values).tensors.items()}
+        chosen = {}
+        for name, (qual, param) in traced.params.items():
+            w = getattr(model.get_submodule(qual), param)
+            chosen[name] = new_values_for(name, prune_format=name in user.prune_keys, new_values=new_values,
+                                          scores=raw_scores,
+                                          values=values, shape=tuple(w.shape), where=args.path)
         repaired = reconnect_model(model, traced, scores=scores)
+        dropped = _drop_created_biases(model, repaired)
+        if dropped:
+            notes.append(f"constant weights of {_short(dropped)} were removed without folding them into a bias: "
+                         "the layers have none and the output gets no parameter the model lacks")
+        _set_new_values(model, repaired, traced, chosen)
         state = repaired.state_dict()
     else:
         result = compact_model(model, traced)
-        repaired, state = result.model, result.state_dict
-        extra = result.to_dict()
-    diff = None
+        repaired = result.model
+        state = _prune_layout(result.state_dict, user.prune_keys)
+        extra = {"compact": result.to_dict()}
     if getattr(args, "verify", False):
         if mode == "reconnect":
-            print("netgraph: note: --verify skipped: reconnect changes the function by design", file=sys.stderr)
+            notes.append("--verify skipped: reconnect changes the function by design")
         else:
             diff = verify(model, repaired, shape)
             if not diff <= TOLERANCE:
                 raise VerificationFailed(
                     f"{mode} changed the outputs: largest relative difference {diff:.3g} > {TOLERANCE:g}; "
-                    f"nothing was written to {args.output}")
-    after_traced = trace_model(repaired, shape)
-    after = after_traced.audit(source=args.output)
+                    f"nothing was written to {output}")
+            extra["max_relative_difference"] = diff
     tensors = {k: v.detach().cpu() for k, v in state.items() if isinstance(v, torch.Tensor)}
-    _save(args.output, tensors, after_traced, after,
-          {"repair": mode, "input": os.path.abspath(args.path), "model": args.model, **({"compact": extra} if extra else {})})
-    payload = {"output": args.output, "mode": mode, "before": before.to_dict(), "after": after.to_dict(),
-               "max_relative_difference": diff}
-    payload.update({"compact": extra} if extra else {})
+    in_keys = {k[len(user.prefix):] if k.startswith(user.prefix) else k for k in user.ckpt.tensors}
+    if set(tensors) != in_keys:
+        new, gone = sorted(set(tensors) - in_keys), sorted(in_keys - set(tensors))
+        raise NetgraphError(f"{output}: the {mode}ed state_dict would not load into the input's model "
+                            f"(new keys {_short(new)}; missing {_short(gone)}); nothing was written")
+    after_traced = trace_model(repaired, shape)
+    after = after_traced.audit(source=output)
+    meta = {"topology": _spec_with_prefix(after_traced, set(tensors), user.prefix), "audit": after.to_dict(),
+            "repair": mode, "input": os.path.abspath(args.path), "model": args.model, **extra}
+    notes += write_like(user.ckpt, tensors, meta, output, key_prefix=user.prefix,
+                        check=lambda written: _same_audit(written, after, output))
     b, a = before.summary, after.summary
-    lines = [f"{mode}: kept {b.kept:,} -> {a.kept:,}; effective {b.effective:,} -> {a.effective:,}; "
-             f"dead {b.dead:,} -> {a.dead:,} (constant {a.constant:,})"]
-    if extra:
-        lines.append(f"parameters {extra['params_before']:,} -> {extra['params_after']:,}; "
-                     f"measured CPU speedup {extra['speedup']:.2f}x "
-                     f"({1e3 * extra['seconds_before']:.3f} ms -> {1e3 * extra['seconds_after']:.3f} ms, median)")
-    if diff is not None:
-        lines.append(f"verified: largest relative output difference {diff:.3g} (tolerance {TOLERANCE:g})")
+    removed, added = _changes(model, repaired, traced) if mode != "compact" else (b.kept - a.kept, 0)
     if mode == "reconnect" and a.kept < b.kept:
-        print(f"netgraph: warning: only {a.kept - b.effective:,} unkept weights join an accessible unit to a "
-              f"coaccessible one; {b.kept - a.kept:,} of the budget could not be re-spent", file=sys.stderr)
-    lines.append(f"wrote {args.output}")
-    _emit(args, payload, "\n".join(lines))
-    return 0
+        notes.append(f"warning: only {added:,} unkept weights join an accessible unit to a coaccessible one; "
+                     f"{b.kept - a.kept:,} of the budget could not be re-spent")
+    if mode == "reconnect" and added:
+        from ..io._repair import _describe_values
+
+        notes.append(f"the {added:,} added weights take their values from "
+                     f"{_describe_values(new_values, bool(user.prune_keys))}")
+    return CheckpointRepair(output, mode, before, after, removed, added, tuple(notes), extra)
+
+
+def _mask_of(mod, param: str):
+    """Which entries of ``mod.<param>`` are kept: its prune mask, else its non-zeros."""
+    import torch
+
+    mask = getattr(mod, f"{param}_mask", None)
+    t = mask if isinstance(mask, torch.Tensor) else getattr(mod, param)
+    return (t.detach() != 0).cpu().numpy()
+
+
+def _changes(model, repaired, traced) -> tuple[int, int]:
+    """(weights removed, weights added) between two models of the same shapes."""
+    removed = added = 0
+    for qual, param in traced.params.values():
+        old = _mask_of(model.get_submodule(qual), param).astype(bool)
+        new = _mask_of(repaired.get_submodule(qual), param).astype(bool)
+        removed += int((old & ~new).sum())
+        added += int((new & ~old).sum())
+    return removed, added
+
+
+def _same_audit(written, after, output: str) -> None:
+    from ..io import graph_from_checkpoint
+    from .._audit import audit
+
+    check = audit(graph_from_checkpoint(written), source=output)
+    if check.to_dict()["layers"] != after.to_dict()["layers"]:
+        raise NetgraphError(f"{output}: the file as written audits differently from the repaired model "
+                            "(nothing was written)")
+
+
+def _set_new_values(model, repaired, traced, chosen) -> None:
+    """Give the weights reconnect added the values the user chose (``X_orig`` where the
+    choice is the prune format's own values: nothing to do then)."""
+    import numpy as np
+    import torch
+
+    for name, values in chosen.items():
+        if values is None:
+            continue
+        qual, param = traced.params[name]
+        old, new = model.get_submodule(qual), repaired.get_submodule(qual)
+        added = torch.from_numpy(np.ascontiguousarray(_mask_of(new, param).astype(bool) & ~_mask_of(old, param).astype(bool)))
+        if not added.any():
+            continue
+        target = getattr(new, f"{param}_orig", None)
+        if not isinstance(target, torch.Tensor):
+            target = getattr(new, param)
+        with torch.no_grad():
+            v = torch.from_numpy(np.ascontiguousarray(values)).to(target.dtype)
+            target[added] = v[added]
+            mask = getattr(new, f"{param}_mask", None)
+            if isinstance(mask, torch.Tensor):
+                setattr(new, param, target * mask)

@@ -5,18 +5,43 @@ from __future__ import annotations
 import json
 import sys
 
+from ._options import add_format_option, add_model_options, option
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "audit", help="audit a pruned checkpoint for dead connections",
         description="Audit a pruned checkpoint: which kept weights are accessible, coaccessible, "
-                    "effective, dead or constant. Exit 1 with --fail-on-dead when anything is dead.")
+                    "effective, dead or constant. Exit 1 with --fail-on-dead when anything is dead "
+                    "(the layers that hold dead weights are named on stderr).")
     p.add_argument("path", help="state_dict file (.pt/.pth/.bin zip, or .safetensors)")
-    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
-    p.add_argument("--fail-on-dead", action="store_true", help="exit 1 when any kept weight is dead")
-    p.add_argument("--model", metavar="PKG.MODULE:FACTORY", help="model code to trace (exact DAG for any architecture)")
-    p.add_argument("--input-shape", metavar="1,3,224,224", help="example input shape for --model")
+    add_format_option(p)
+    option(p, "--fail-on-dead", action="store_true",
+           help="exit 1 when any kept weight is dead, naming the layers and their dead counts on stderr")
+    add_model_options(p, required=False)
     p.set_defaults(func=run)
+
+
+def dead_summary(report, limit: int = 8) -> str:
+    """``'5 dead weights in 2 layers: fc1.weight 4, fc2.weight 1'`` (the first ``limit`` layers)."""
+    layers = [(layer.name, layer.dead) for layer in report.layers if layer.dead]
+    shown = ", ".join(f"{name} {dead:,}" for name, dead in layers[:limit])
+    more = f", +{len(layers) - limit} more layers" if len(layers) > limit else ""
+    total = sum(d for _, d in layers)
+    return f"{total:,} dead weight{'s' if total != 1 else ''} in {len(layers)} layer{'s' if len(layers) != 1 else ''}: {shown}{more}"
+
+
+def finish(args, report) -> int:
+    """Print ``report`` (text or JSON); 1 with ``--fail-on-dead`` when any weight is dead."""
+    if getattr(args, "format", "text") == "json":
+        json.dump(report.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(report.to_text())
+    if getattr(args, "fail_on_dead", False) and report.has_dead:
+        print(f"netgraph: --fail-on-dead: {dead_summary(report)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run(args) -> int:
@@ -24,13 +49,15 @@ def run(args) -> int:
         from netgraph.cli._model import audit_with_model
 
         return audit_with_model(args)
-    from netgraph import audit, graph_from_checkpoint, load_checkpoint
+    from netgraph import audit, graph_from_checkpoint
+    from netgraph.errors import NetgraphError
+    from netgraph.io._repair import read_checkpoint
 
-    ckpt = load_checkpoint(args.path)
+    for flag in ("model_kwargs", "input_shape", "key_prefix"):
+        if getattr(args, flag, None) is not None:
+            raise NetgraphError(f"--{flag.replace('_', '-')} goes with --model (the model's code); give --model too")
+    ckpt, notes = read_checkpoint(args.path)
+    for note in notes:
+        print(f"netgraph: note: {note}", file=sys.stderr)
     report = audit(graph_from_checkpoint(ckpt), source=args.path)
-    if args.format == "json":
-        json.dump(report.to_dict(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(report.to_text())
-    return 1 if args.fail_on_dead and report.has_dead else 0
+    return finish(args, report)

@@ -1,8 +1,8 @@
-"""``netgraph compact CKPT --model PKG.MODULE:FACTORY -o OUT``: physically remove dead units."""
+"""``netgraph compact CKPT --model MODULE:FACTORY -o OUT``: physically remove dead units."""
 
 from __future__ import annotations
 
-from ._options import add_model_options, add_output_options
+from .repair import add_repair_options, report
 
 
 def add_parser(sub) -> None:
@@ -10,10 +10,10 @@ def add_parser(sub) -> None:
         "compact", help="physically remove dead units: smaller dense layers, same outputs (needs --model)",
         description="Trace the model, zero its dead weights and remove the units (rows, columns, channels, "
                     "BatchNorm entries) whose value is zero or reaches no output. Writes the smaller model's "
-                    "state_dict atomically and reports parameters before/after and the measured CPU speedup.")
-    p.add_argument("path", help="input checkpoint")
-    add_output_options(p)
-    add_model_options(p, required=True)
+                    "state_dict atomically, in the input's format, container and keys (its widths are "
+                    "smaller: build the model with the new widths to load it), and reports parameters "
+                    "before/after and the measured CPU speedup.")
+    add_repair_options(p, with_mode=False)
     p.set_defaults(func=run)
 
 
@@ -21,5 +21,5 @@ def run(args) -> int:
     from netgraph.cli._model import repair_with_model
 
     args.mode = "compact"
-    args.scores = None
-    return repair_with_model(args)
+    args.scores = args.new_values = None
+    return report(args, repair_with_model(args))
