@@ -177,6 +177,9 @@ def weight_pairs(mask: np.ndarray, conv_groups: int = 1) -> tuple[np.ndarray, np
     ([0, 2, 2], [0, 0, 1], [1, 1, 1])
     """
     out_ch, in_per_group = mask.shape[0], mask.shape[1]
+    if mask.size and not any(mask.strides) and not mask.flat[0]:
+        none = np.zeros(0, dtype=np.int64)  # a broadcast all-False mask (streaming skeletons): no scan
+        return none, none.copy(), none.copy()
     if mask.ndim == 2:
         counts = mask.T  # (in/groups, out): the transpose
     else:
