@@ -18,6 +18,10 @@ Counts are of *weights* (each kernel tap counts), taken from the blocks' ``taps`
 * topology (summary): where the graph comes from — ``"traced"`` (torch.fx),
   ``"stored"`` (a topology spec in the checkpoint), ``"inferred-chain"`` (weight shapes
   only: an assumption, stated in ``warnings``) or ``"declared"`` (built in Python).
+* resolution (layer): ``"tap"`` when the counts come from per-weight states at the weight's
+  full shape (``weight_states``: a traced model, where every kernel tap and position is
+  known); ``"channel"`` when they come from unit pairs (a kernel tap follows its channel
+  pair: an upper bound on the effective weights, exact for linear layers on vectors).
 * sparsity = 1 − kept/weights; effective_sparsity = 1 − effective/weights.
 * collapsed (layer): kept > 0 and effective == 0.  collapsed (summary): kept > 0 and no
   output unit is accessible — the outputs no longer depend on the inputs.  On a chain this
@@ -31,11 +35,12 @@ The report is a frozen dataclass; :meth:`AuditReport.to_dict` gives the stable J
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Mapping
 
 import numpy as np
 
 from ._graph import LayeredGraph
-from ._reach import DEAD, UNUSED, Reachability, reachability, unit_states
+from ._reach import DEAD, UNUSED, Reachability, WeightStates, reachability, unit_states
 
 __all__ = ["LayerAudit", "AuditSummary", "AuditReport", "audit"]
 
@@ -58,6 +63,7 @@ class LayerAudit:
     collapsed: bool
     unused_units_in: int = 0
     unused_units_out: int = 0
+    resolution: str = "channel"
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,8 @@ def _ratio(a: int, b: int) -> float:
 
 
 def audit(graph: LayeredGraph, reach: Reachability | None = None, *, source: str = "<graph>",
-          warnings: tuple[str, ...] = ()) -> AuditReport:
+          warnings: tuple[str, ...] = (),
+          weight_states: Mapping[str, WeightStates] | None = None) -> AuditReport:
     """Audit a graph: counts per weighted block, in forward order, and a summary.
 
     Examples
@@ -160,19 +167,24 @@ def audit(graph: LayeredGraph, reach: Reachability | None = None, *, source: str
     unused_in = {g: int((v == UNUSED).sum()) for g, v in states.items()}
     layers = []
     for b in graph.weighted_blocks:
-        m = r.pair_masks(b)
-        taps = b.taps
-        eff = m["effective"]
-        kept = int(taps.sum())
-        effective = int(taps[eff].sum())
+        ws = weight_states.get(b.name) if weight_states else None
+        if ws is not None:  # per weight, at the weight's full shape (tap level)
+            counts = {k: int(getattr(ws, k).sum()) for k in ("kept", "accessible", "coaccessible",
+                                                               "effective", "constant")}
+        else:  # per unit pair (channel level: an upper bound on the effective weights)
+            m, taps = r.pair_masks(b), b.taps
+            counts = {"kept": int(taps.sum()), **{k: int(taps[m[k]].sum()) for k in (
+                "accessible", "coaccessible", "effective", "constant")}}
+        kept, effective = counts["kept"], counts["effective"]
         layers.append(LayerAudit(
             name=b.name, shape=b.weight_shape, weights=b.weights, kept=kept,
-            accessible=int(taps[m["accessible"]].sum()), coaccessible=int(taps[m["coaccessible"]].sum()),
-            effective=effective, dead=kept - effective, constant=int(taps[m["constant"]].sum()),
+            accessible=counts["accessible"], coaccessible=counts["coaccessible"],
+            effective=effective, dead=kept - effective, constant=counts["constant"],
             dead_units_in=dead_in[b.src], dead_units_out=dead_in[b.dst],
             sparsity=1.0 - _ratio(kept, b.weights), effective_sparsity=1.0 - _ratio(effective, b.weights),
             collapsed=kept > 0 and effective == 0,
             unused_units_in=unused_in[b.src], unused_units_out=unused_in[b.dst],
+            resolution="tap" if ws is not None else "channel",
         ))
     written = list(dict.fromkeys(b.dst for b in graph.weighted_blocks))  # each group once
     weights = sum(l.weights for l in layers)

@@ -30,10 +30,11 @@ import torch.nn as nn
 
 from .._audit import AuditReport, audit
 from .._graph import LayeredGraph
-from .._reach import Reachability, reachability
+from .._reach import Reachability, WeightStates, reachability
 from ..errors import TraceFailed
 from ._builder import DagBuilder, Plan, mask_of as _mask_of, value_of as _value_of
 from ._shapes import Recorder, describe, example_tensor
+from ._taps import TapAnalysis, tap_analysis
 
 __all__ = ["TracedModel", "trace_model", "example_tensor"]
 
@@ -59,6 +60,9 @@ class TracedModel:
     input_shape: tuple[int, ...]
     model: nn.Module = field(repr=False)
     _plan: Plan = field(repr=False)
+    _gm: Any = field(default=None, repr=False)  # the fx.GraphModule, for the tap-level pass
+    _values: Mapping = field(default_factory=dict, repr=False)  # node -> recorded shapes
+    _vals: Mapping = field(default_factory=dict, repr=False)  # node -> its group and axis
 
     def module(self, name: str) -> tuple[nn.Module, str]:
         """The (module, parameter name) behind weighted block ``name`` in the traced model."""
@@ -66,11 +70,54 @@ class TracedModel:
         return self.model.get_submodule(qual), param
 
     def reachability(self) -> Reachability:
+        """Channel-level reachability of :attr:`graph` (an upper bound; see :meth:`taps`)."""
         return reachability(self.graph)
 
-    def audit(self, source: str = "<model>", reach: Reachability | None = None) -> AuditReport:
-        """The audit of the traced model (see :func:`netgraph.audit`)."""
-        return audit(self.graph, reach, source=source)
+    def taps(self) -> TapAnalysis:
+        """The tap-level analysis (computed once; see :mod:`netgraph.torch._taps`)."""
+        cached = self.__dict__.get("_taps")
+        if cached is None:
+            if self._gm is None:
+                raise TraceFailed("this TracedModel carries no traced graph; trace it with trace_model")
+            cached = tap_analysis(self._gm, self._values, self.params)
+            object.__setattr__(self, "_taps", cached)
+        return cached
+
+    def tap_reachability(self) -> Reachability:
+        """Unit reachability refined by the positions: a unit is accessible (coaccessible,
+        constant) iff some position of its slice is."""
+        return self.taps().reachability(self.reachability(), self._vals)
+
+    def weight_states(self) -> dict[str, WeightStates]:
+        """Per weighted block: kept / accessible / coaccessible / effective / dead / constant
+        weights (arrays of the weight's shape) — tap level where analysed (Linear, Conv),
+        channel level otherwise (MultiheadAttention)."""
+        tap = self.taps().weight_states
+        reach = None
+        out = {}
+        for b in self.graph.weighted_blocks:
+            if b.name in tap:
+                out[b.name] = tap[b.name]
+            else:
+                reach = reach or self.reachability()
+                mod, param = self.module(b.name)
+                out[b.name] = reach.weight_states(b, _mask_of(mod, param).astype(bool))
+        return out
+
+    def audit(self, source: str = "<model>", reach: Reachability | None = None, *,
+              resolution: str = "tap") -> AuditReport:
+        """The audit of the traced model (see :func:`netgraph.audit`).
+
+        ``resolution="tap"`` (default): every kernel tap and position is checked (layers
+        report ``"resolution": "tap"``; MultiheadAttention weights stay ``"channel"``).
+        ``"channel"``, or an explicit ``reach``: the channel-level graph alone.
+        """
+        if resolution not in ("tap", "channel"):
+            raise ValueError(f"resolution must be 'tap' or 'channel', got {resolution!r}")
+        if reach is not None or resolution == "channel":
+            return audit(self.graph, reach, source=source)
+        return audit(self.graph, self.tap_reachability(), source=source,
+                     weight_states=self.taps().weight_states)
 
 
 # --------------------------------------------------------------------------------------
@@ -142,7 +189,8 @@ def trace_model(model: nn.Module, example_input, *, channel_axis: int | None = N
         for m, mode in modes.items():
             m.training = mode
     return TracedModel(graph_, dict(dag.params), tuple(x.shape), model,
-                       Plan(tuple(dag.ties), frozenset(dag.pins), tuple(dag.layers)))
+                       Plan(tuple(dag.ties), frozenset(dag.pins), tuple(dag.layers)),
+                       gm, rec.values, dict(dag.vals))
 
 
 
