@@ -1,4 +1,5 @@
-"""Test configuration: Hypothesis profiles (deterministic `ci`, default), Agg backend."""
+"""Test configuration: the Hypothesis profile (``ci`` by default: deterministic; the profiles
+are registered by ``netgraph.testing``), the Agg backend, the ``gpu`` marker."""
 
 import os
 
@@ -6,13 +7,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from hypothesis import HealthCheck, settings  # noqa: E402
+from netgraph.testing import load_profile  # noqa: E402  (registers ci / dev / thorough)
 
-settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("dev", max_examples=25, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_collection_modifyitems(config, items):
