@@ -10,6 +10,7 @@ and exits with status 2.
 from __future__ import annotations
 
 __all__ = [
+    "show",
     "NetgraphError",
     "InvalidGraph",
     "HasACycle",
@@ -22,8 +23,50 @@ __all__ = [
 ]
 
 
+_SHOW_LIMIT = 120
+
+
+def _escape(text: str) -> str:
+    """Escape every character a terminal would act on (newlines, ANSI ``ESC``, other C0/C1
+    controls, bidi overrides, lone surrogates from undecodable file-name bytes) as
+    ``\\n`` / ``\\x1b`` / ``\\u202e`` / ``\\udcff``; printable text is kept as it is."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        else:
+            r = repr(ch)[1:-1]  # '\n', '\x1b', '\udcff', ...
+            out.append(r if r.startswith("\\") else f"\\u{ord(ch):04x}")
+    return "".join(out)
+
+
+def show(name: object, limit: int = _SHOW_LIMIT) -> str:
+    """``name`` made safe for a one-line message: quoted, control characters escaped, and cut
+    to ``limit`` characters (a hostile key can be megabytes long).
+
+    >>> show("fc1.weight")
+    "'fc1.weight'"
+    >>> show("a\\nb\\x1b[2J")
+    "'a\\\\nb\\\\x1b[2J'"
+    """
+    text = name if isinstance(name, str) else str(name)
+    text = _escape(text)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return "'" + text.replace("'", "\\'") + "'"
+
+
 class NetgraphError(Exception):
-    """Base class of every error netgraph raises on purpose."""
+    """Base class of every error netgraph raises on purpose.
+
+    ``str(error)`` is always one terminal-safe line: newlines, ANSI escape sequences and other
+    control characters that reach a message through a file or key name are escaped.
+    """
+
+    def __str__(self) -> str:
+        return _escape(super().__str__())
 
 
 class InvalidGraph(NetgraphError, ValueError):

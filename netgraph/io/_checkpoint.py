@@ -5,13 +5,16 @@ Contract
 * The format is decided from the file's first bytes, never its extension: a zip archive
   (``PK\\x03\\x04``) is a ``torch.save`` file, an 8-byte header length followed by ``{`` is
   safetensors.  Legacy (non-zip) pickles and TorchScript archives are refused.
-* torch files are read with ``torch.load(weights_only=True)`` passed explicitly (an
-  environment variable can otherwise turn the unsafe unpickler back on), after checking
-  the zip members are stored (not deflated: a zip bomb) and lie within the file.
-* safetensors headers are parsed first: duplicate keys and offsets outside the file are
-  refused; values are validated after loading (safetensors checks layout, not values).
+* torch files are read by :mod:`netgraph.io._pt`: the zip directory is checked (unique
+  members, no overlaps, stored), ``data.pkl`` is scanned on a non-executing pickle machine
+  against an allow-list (dense strided tensors of real dtypes only, every element stored once,
+  containers bounded), and only then loaded with ``torch.load(weights_only=True)`` passed
+  explicitly (an environment variable can otherwise turn the unsafe unpickler back on).
+* safetensors files are read by :mod:`netgraph.io._safetensors` (header depth, entries,
+  exact byte ranges and metadata types checked before any value is read; no torch needed).
 * Every tensor is checked: finite values, binary masks, ``*_orig``/``*_mask`` shapes equal,
-  no empty weight.  Any exception while reading becomes one :class:`BadCheckpoint`.
+  no empty weight, no tensor both plain and in prune format, BatchNorm widths agree; keys are
+  strings.  Any exception while reading becomes one :class:`BadCheckpoint`.
 * Writing goes to a temp file in the destination folder, flush + fsync, ``os.replace``;
   the result is read back with the same strict loader.
 
@@ -20,22 +23,24 @@ torch is imported only inside the functions that need it.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import struct
-import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import BadCheckpoint, UnsafeCheckpoint
+from ..errors import BadCheckpoint, UnsafeCheckpoint, show
+from . import _pt
+from . import _safetensors as _st
+from ._pt import open_regular
 
 __all__ = [
     "Checkpoint",
     "PrunableWeight",
     "load_checkpoint",
+    "load_state_file",
     "checkpoint_from_state_dict",
     "save_checkpoint",
     "atomic_write",
@@ -43,7 +48,7 @@ __all__ = [
     "effective_tensor",
 ]
 
-MIN_TORCH = (2, 10)  # CVE-2025-32434 (fixed in 2.6) and CVE-2026-24747 (fixed in 2.10)
+MIN_TORCH = _pt.MIN_TORCH  # CVE-2025-32434 (fixed in 2.6) and CVE-2026-24747 (fixed in 2.10)
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
 
@@ -115,20 +120,16 @@ def natural_key(name: str) -> tuple:
 
 
 # -- reading ------------------------------------------------------------------------------
+# The format readers live in _pt.py (torch zip archives) and _safetensors.py; the limits and
+# the strided-view rule in _limits.py.  This module picks the format and turns what they read
+# into one validated state_dict.
 
-def _sniff(path: str) -> str:
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            head = fh.read(9)
-    except FileNotFoundError:
-        raise BadCheckpoint(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise BadCheckpoint(f"{path}: is a directory, expected a checkpoint file") from None
-    except OSError as exc:
-        raise BadCheckpoint(f"{path}: cannot be read ({exc.strerror})") from None
+def _sniff_open(fh, size: int, path: str) -> str:
+    """The format of the open file ``fh`` from its first bytes: ``"torch"`` or ``"safetensors"``."""
     if size == 0:
         raise BadCheckpoint(f"{path}: the file is empty (0 bytes)")
+    fh.seek(0)
+    head = fh.read(9)
     if head[:4] == b"PK\x03\x04":
         return "torch"
     if len(head) == 9:
@@ -149,146 +150,136 @@ def _sniff(path: str) -> str:
     )
 
 
-def _check_zip(path: str) -> None:
-    size = os.path.getsize(path)
-    try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise BadCheckpoint(f"{path}: corrupt or truncated zip archive ({exc})") from None
-    names = [i.filename for i in infos]
-    if any("/code/" in n or n.endswith("constants.pkl") for n in names):
-        raise UnsafeCheckpoint(
-            f"{path}: a TorchScript archive (it contains code); give a state_dict saved with torch.save"
-        )
-    if not any(n.endswith("data.pkl") for n in names):
-        raise BadCheckpoint(f"{path}: a zip archive without data.pkl, not a torch.save file")
-    total = 0
-    for info in infos:
-        if info.compress_type != zipfile.ZIP_STORED:
-            raise UnsafeCheckpoint(
-                f"{path}: member {info.filename!r} is compressed; torch.save stores members "
-                "uncompressed, and a compressed one can inflate without bound"
-            )
-        total += info.file_size
-    if total > size:
-        raise UnsafeCheckpoint(f"{path}: members claim {total} bytes in a {size}-byte file")
+def _sniff(path: str) -> str:
+    """The format of the file at ``path`` (opened without blocking; regular files only)."""
+    fh, size = open_regular(path)
+    with fh:
+        return _sniff_open(fh, size, path)
 
 
 def _require_torch():
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        raise BadCheckpoint("reading torch checkpoints needs torch; pip install torch") from None
-    version = tuple(int(p) for p in re.findall(r"\d+", torch.__version__)[:2])
-    if version < MIN_TORCH:
-        raise BadCheckpoint(
-            f"torch {torch.__version__} is too old to load checkpoints safely; "
-            f"netgraph needs torch >= {MIN_TORCH[0]}.{MIN_TORCH[1]}"
-        )
-    return torch
+    return _pt._require_torch()
 
 
-def _to_numpy(value, where: str) -> np.ndarray:
+def _to_numpy(value, where: str, cache: dict | None = None) -> np.ndarray:
+    """A torch tensor as numpy: float16/bfloat16 widened to float32, bool canonical.  Only
+    plain dense CPU tensors of an allowed dtype are read; ``cache`` shares the array between
+    tensors that are the same view of the same storage (tied weights)."""
     import torch
 
-    t = value.detach().cpu()
-    if t.is_sparse or t.layout != torch.strided:
-        t = t.to_dense()
+    if not isinstance(value, torch.Tensor):
+        raise BadCheckpoint(f"{where} is a {type(value).__name__}, expected a tensor")
+    t = value.detach()
+    if t.layout != torch.strided or t.is_quantized or t.is_meta or t.is_nested:
+        kind = ("quantized" if t.is_quantized else "meta" if t.is_meta else "nested" if t.is_nested
+                else f"{t.layout}".replace("torch.", ""))
+        raise BadCheckpoint(f"{where} is a {kind} tensor; netgraph reads dense (strided) real tensors only")
     if t.is_complex():
         raise BadCheckpoint(f"{where}: complex tensor; netgraph reads real weights")
-    if t.dtype in (torch.bfloat16, torch.float16) or t.dtype.is_floating_point and t.dtype != torch.float64:
-        t = t.float()
-    return t.numpy()
+    dtype = str(t.dtype).replace("torch.", "")
+    if dtype not in _pt.ALLOWED_DTYPES:
+        raise BadCheckpoint(f"{where} has dtype {dtype}; netgraph reads {', '.join(_pt.ALLOWED_DTYPES)}")
+    t = t.cpu()
+    key = None
+    if cache is not None and t.numel():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), dtype)
+        if key in cache:
+            return cache[key]
+    if t.dtype == torch.bool:
+        out = (t.view(torch.uint8) != 0).numpy()
+    elif t.dtype.is_floating_point and t.dtype != torch.float64:
+        out = t.float().numpy()
+    else:
+        out = t.numpy()
+    if key is not None:
+        cache[key] = out
+    return out
 
 
 def _load_torch(path: str):
-    torch = _require_torch()
-    _check_zip(path)
-    try:
-        obj = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
-    except Exception as exc:  # corrupt files raise many types; map every one to one refusal
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "Weights only" in str(exc):
-            raise UnsafeCheckpoint(
-                f"{path}: refused: loading it would need to run code or build objects other than "
-                f"tensors ({type(exc).__name__}); netgraph never unpickles code"
-            ) from None
-        raise BadCheckpoint(f"{path}: cannot be read as a torch checkpoint ({type(exc).__name__}: {msg})") from None
-    return obj
+    """The object in a torch.save archive, read by the strict reader (:mod:`._pt`)."""
+    return _pt.load_torch_file(path)
 
 
 def _unwrap(obj, path: str) -> tuple[dict, dict, str | None]:
-    """Find the state_dict inside a loaded object: (state_dict, meta, key)."""
+    """Find the state_dict inside a loaded object: ``(state_dict, meta, key)``.
+
+    A wrapper (``state_dict`` / ``model_state_dict`` / ``model``) is used when exactly one
+    holds a state_dict, or when several hold the same one; wrappers that disagree, tensors
+    both at the top level and in a wrapper, and a ``netgraph`` entry that is not a dict are
+    refused: netgraph never picks one of two readings silently.
+    """
     if not isinstance(obj, Mapping):
         raise BadCheckpoint(f"{path}: holds a {type(obj).__name__}, expected a state_dict (a dict of tensors)")
-    meta = obj.get("netgraph", {}) if isinstance(obj.get("netgraph", {}), Mapping) else {}
-    for key in _STATE_DICT_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner:
-            return dict(inner), dict(meta), key
-    return {k: v for k, v in obj.items() if k != "netgraph"}, dict(meta), None
-
-
-def _load_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict, dict[str, str]]:
-    size = os.path.getsize(path)
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        raw = fh.read(n)
-    dupes: list[str] = []
-
-    def pairs(items):
-        seen = {}
-        for k, v in items:
-            if k in seen:
-                dupes.append(k)
-            seen[k] = v
-        return seen
-
-    try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=pairs)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadCheckpoint(f"{path}: safetensors header is not valid JSON ({exc})") from None
-    if dupes:
-        raise BadCheckpoint(f"{path}: safetensors header repeats key {dupes[0]!r}; keys must be unique")
-    data_len = size - 8 - n
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        if not isinstance(info, Mapping) or "data_offsets" not in info:
-            raise BadCheckpoint(f"{path}: safetensors entry {key!r} has no data_offsets")
-        start, end = info["data_offsets"]
-        if not (0 <= start <= end <= data_len):
+    _string_keys(obj, path, "the top level")
+    meta = obj.get("netgraph", {})
+    if not isinstance(meta, Mapping):
+        raise BadCheckpoint(
+            f"{path}: entry 'netgraph' is a {type(meta).__name__}; that key is reserved for netgraph's "
+            "metadata (a dict): rename the tensor"
+        )
+    wrappers = [k for k in _STATE_DICT_KEYS if isinstance(obj.get(k), Mapping) and obj.get(k)]
+    if not wrappers:
+        return {k: v for k, v in obj.items() if k != "netgraph"}, dict(meta), None
+    key = wrappers[0]
+    inner = obj[key]
+    for other in wrappers[1:]:
+        diff = _first_difference(inner, obj[other])
+        if diff is not None:
             raise BadCheckpoint(
-                f"{path}: safetensors tensor {key!r} claims bytes {start}..{end} but the data is {data_len} bytes"
+                f"{path}: the wrappers {key!r} and {other!r} hold different state_dicts ({diff}); "
+                "netgraph will not choose one: keep one of them"
             )
-    meta = {}
-    raw_meta = header.get("__metadata__") or {}
-    if isinstance(raw_meta, Mapping) and "netgraph" in raw_meta:
-        try:
-            meta = json.loads(raw_meta["netgraph"])
-        except (TypeError, json.JSONDecodeError):
-            raise BadCheckpoint(f"{path}: safetensors metadata 'netgraph' is not JSON") from None
-    try:
-        from safetensors import safe_open
+    loose = [k for k, v in obj.items() if k not in wrappers and _is_tensor(v)]
+    if loose:
+        raise BadCheckpoint(
+            f"{path}: holds tensors both at the top level ({show(loose[0])}) and under {key!r}; "
+            "which ones are the model's is ambiguous: keep one state_dict"
+        )
+    _string_keys(inner, path, repr(key))
+    return dict(inner), dict(meta), key
 
-        try:
-            import torch  # noqa: F401  (bf16 needs the torch framework)
 
-            framework = "pt"
-        except ImportError:  # pragma: no cover
-            framework = "numpy"
-        out, dtypes = {}, {}
-        with safe_open(path, framework=framework) as f:
-            for key in f.keys():
-                t = f.get_tensor(key)
-                out[key] = _to_numpy(t, f"{path}: tensor {key!r}") if framework == "pt" else np.asarray(t)
-                dtypes[key] = str(t.dtype).replace("torch.", "")
-    except BadCheckpoint:
-        raise
-    except Exception as exc:
-        raise BadCheckpoint(f"{path}: cannot be read as safetensors ({type(exc).__name__}: {exc})") from None
-    return out, meta, dtypes
+def _is_tensor(v) -> bool:
+    return type(v).__name__ in ("Tensor", "Parameter", "ndarray")
+
+
+def _string_keys(d: Mapping, path: str, where: str) -> None:
+    for k in d:
+        if not isinstance(k, str):
+            raise BadCheckpoint(
+                f"{path}: key {show(repr(k))} in {where} is a {type(k).__name__}; state_dict keys must be strings"
+            )
+
+
+def _first_difference(a: Mapping, b: Mapping) -> str | None:
+    if a is b:
+        return None
+    if set(a) != set(b):
+        only = sorted(set(a) ^ set(b), key=str)[0]
+        return f"{show(only)} is in only one of them"
+    for k in a:
+        x, y = a[k], b[k]
+        if x is y:
+            continue
+        if _is_tensor(x) and _is_tensor(y):
+            import torch
+
+            if x.shape != y.shape or x.dtype != y.dtype or not torch.equal(x, y):
+                return f"{show(k)} differs"
+        elif type(x) is not type(y) or (not _is_tensor(x) and x != y):
+            return f"{show(k)} differs"
+    return None
+
+
+def _load_safetensors(path: str, fh=None, size: int | None = None) -> tuple[dict[str, np.ndarray], dict, dict[str, str]]:
+    """``(tensors, netgraph meta, stored dtypes)`` of a safetensors file (:mod:`._safetensors`)."""
+    if fh is None:
+        fh, size = open_regular(path)
+        with fh:
+            return _load_safetensors(path, fh, size)
+    tensors, meta, dtypes, _ = _st.load_safetensors(path, fh, size)
+    return tensors, meta, dtypes
 
 
 def _validate(tensors: Mapping[str, np.ndarray], path: str) -> None:
@@ -297,11 +288,44 @@ def _validate(tensors: Mapping[str, np.ndarray], path: str) -> None:
     for key, t in tensors.items():
         if t.dtype.kind == "f" and t.size and not np.isfinite(t).all():
             bad = "NaN" if np.isnan(t).any() else "Inf"
-            raise BadCheckpoint(f"{path}: tensor {key!r} contains {bad}; weights must be finite")
+            raise BadCheckpoint(f"{path}: tensor {show(key)} contains {bad}; weights must be finite")
         if key.endswith("_mask"):
             if t.dtype != bool and not ((t == 0) | (t == 1)).all():
                 found = np.unique(t[(t != 0) & (t != 1)])[:3].tolist()
-                raise BadCheckpoint(f"{path}: mask {key!r} has values {found}; masks must be 0 or 1")
+                raise BadCheckpoint(f"{path}: mask {show(key)} has values {found}; masks must be 0 or 1")
+        if key + "_orig" in tensors or key + "_mask" in tensors:
+            pair = key + "_orig" if key + "_orig" in tensors else key + "_mask"
+            raise BadCheckpoint(
+                f"{path}: holds both a plain {show(key)} and the prune-format {show(pair)} for the same "
+                "tensor; which one the model uses is ambiguous: keep one (prune.remove() makes it plain)"
+            )
+    _check_batchnorms(tensors, path)
+
+
+def _check_batchnorms(tensors: Mapping[str, np.ndarray], path: str) -> None:
+    """Every ``P.running_mean`` comes with 1-D statistics and affine parameters of one width."""
+    for key in tensors:
+        if not key.endswith(".running_mean"):
+            continue
+        prefix = key[: -len(".running_mean")]
+        mean = tensors[key]
+        if mean.ndim != 1:
+            raise BadCheckpoint(
+                f"{path}: BatchNorm {show(prefix)}: running_mean has shape {tuple(mean.shape)}; it must be 1-D "
+                "(one value per channel)"
+            )
+        width = mean.shape[0]
+        for leaf in ("running_var", "weight", "bias"):
+            t = effective_tensor(tensors, f"{prefix}.{leaf}")
+            if t is None:
+                if leaf == "running_var":
+                    raise BadCheckpoint(f"{path}: BatchNorm {show(prefix)} has running_mean but no running_var")
+                continue
+            if t.shape != (width,):
+                raise BadCheckpoint(
+                    f"{path}: BatchNorm {show(prefix)}: {leaf} has shape {tuple(t.shape)} but running_mean has "
+                    f"({width},); a BatchNorm's tensors have one value per channel"
+                )
 
 
 def _prunable(tensors: Mapping[str, np.ndarray], path: str) -> dict[str, PrunableWeight]:
@@ -312,21 +336,25 @@ def _prunable(tensors: Mapping[str, np.ndarray], path: str) -> dict[str, Prunabl
             base = key[: -len("_mask")]
             orig = tensors.get(base + "_orig")
             if orig is None:
-                raise BadCheckpoint(f"{path}: mask {key!r} has no {base + '_orig'!r}; prune format stores both")
+                raise BadCheckpoint(f"{path}: mask {show(key)} has no {show(base + '_orig')}; prune format stores both")
             if orig.shape != t.shape:
                 raise BadCheckpoint(
-                    f"{path}: mask {key!r} has shape {tuple(t.shape)} but {base + '_orig'!r} has "
+                    f"{path}: mask {show(key)} has shape {tuple(t.shape)} but {show(base + '_orig')} has "
                     f"{tuple(orig.shape)}; they must match"
                 )
             if t.size == 0:
-                raise BadCheckpoint(f"{path}: weight {base!r} has shape {tuple(t.shape)}: it is empty")
+                raise BadCheckpoint(f"{path}: weight {show(base)} has shape {tuple(t.shape)}: it is empty")
+            if base in out:
+                raise BadCheckpoint(f"{path}: {show(base)} is stored both plain and in prune format; keep one")
             out[base] = PrunableWeight(base, t.astype(bool), orig, True)
         elif key.endswith("_orig"):
             if key[: -len("_orig")] + "_mask" not in tensors:
-                raise BadCheckpoint(f"{path}: {key!r} has no matching _mask; prune format stores both")
+                raise BadCheckpoint(f"{path}: {show(key)} has no matching _mask; prune format stores both")
         elif t.ndim >= 2 and t.dtype.kind in "fiu":
             if t.size == 0:
-                raise BadCheckpoint(f"{path}: weight {key!r} has shape {tuple(t.shape)}: it is empty")
+                raise BadCheckpoint(f"{path}: weight {show(key)} has shape {tuple(t.shape)}: it is empty")
+            if key in out:
+                raise BadCheckpoint(f"{path}: {show(key)} is stored both plain and in prune format; keep one")
             out[key] = PrunableWeight(key, t != 0, t, False)
     return out
 
@@ -334,44 +362,90 @@ def _prunable(tensors: Mapping[str, np.ndarray], path: str) -> dict[str, Prunabl
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read and validate a state_dict file (torch zip or safetensors).
 
+    The file is opened once, without blocking (FIFOs and devices are refused), and read by
+    the strict readers (:mod:`netgraph.io._pt`, :mod:`netgraph.io._safetensors`); see their
+    contracts for every rule.
+
     Raises
     ------
     BadCheckpoint
-        Unreadable, truncated, corrupt, NaN/Inf, non-binary masks, mismatched shapes.
+        Unreadable, truncated, corrupt, NaN/Inf, non-binary masks, mismatched shapes, keys that
+        are not strings, an ambiguous reading (wrappers that disagree, a tensor both plain and
+        in prune format), BatchNorm tensors of different widths.
     UnsafeCheckpoint
-        Would need code execution (pickled objects, TorchScript) or a zip bomb.
+        Would need code execution (pickled objects, TorchScript), unbounded memory (a zip bomb,
+        stride-0 expansion, sparse tensors, sizes past the file or past available memory), or
+        a zip archive that different readers would read differently.
     """
-    path = os.fspath(path)
-    fmt = _sniff(path)
-    if fmt == "torch":
-        root = _load_torch(path)
-        sd, meta, key = _unwrap(root, path)
-        tensors, dtypes = {}, {}
-        import torch
-
-        for k, v in sd.items():
-            if isinstance(v, torch.Tensor):
-                tensors[k] = _to_numpy(v, f"{path}: tensor {k!r}")
-                dtypes[k] = str(v.dtype).replace("torch.", "")
-            elif isinstance(v, (int, float, str, bool, type(None))):
-                continue  # e.g. a step counter next to the tensors
-            else:
-                raise BadCheckpoint(f"{path}: entry {k!r} is a {type(v).__name__}, expected a tensor")
-    else:
-        tensors, meta, dtypes = _load_safetensors(path)
-        root, key = None, None
+    path = os.fsdecode(os.fspath(path))
+    fh, size = open_regular(path)
+    with fh:
+        fmt = _sniff_open(fh, size, path)
+        if fmt == "torch":
+            root = _pt.load_torch_file(path, fh, size)
+            sd, meta, key = _unwrap(root, path)
+            tensors, dtypes = {}, {}
+            cache: dict = {}
+            for k, v in sd.items():
+                if _is_tensor(v):
+                    tensors[k] = _to_numpy(v, f"{path}: tensor {show(k)}", cache)
+                    dtypes[k] = str(v.dtype).replace("torch.", "")
+                elif isinstance(v, (int, float, str, bool, type(None))):
+                    continue  # e.g. a step counter next to the tensors
+                else:
+                    raise BadCheckpoint(f"{path}: entry {show(k)} is a {type(v).__name__}, expected a tensor")
+        else:
+            tensors, meta, dtypes = _load_safetensors(path, fh, size)
+            root, key = None, None
     _validate(tensors, path)
     ckpt = Checkpoint(path, fmt, tensors, meta, root, key, dtypes)
     ckpt.prunable()  # validates prune-format pairs once, at the boundary
     return ckpt
 
 
+def load_state_file(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict:
+    """Read a training-state file (``train --resume``) with the same strict reader as any
+    checkpoint; return the loaded dict (torch tensors on the CPU).
+
+    Parameters
+    ----------
+    path : str or PathLike
+    required : tuple of str
+        Top-level keys the state must hold; a file without them is refused as foreign.
+
+    Raises
+    ------
+    BadCheckpoint, UnsafeCheckpoint
+        Everything :func:`load_checkpoint` refuses for a torch file (malicious, truncated,
+        corrupt, sparse/quantized tensors, ...), a safetensors file, a top level that is not a
+        dict with string keys, or one that lacks a ``required`` key.  One line each.
+    """
+    path = os.fsdecode(os.fspath(path))
+    fh, size = open_regular(path)
+    with fh:
+        if _sniff_open(fh, size, path) != "torch":
+            raise BadCheckpoint(f"{path}: a safetensors file, not a training state (those are torch.save files)")
+        obj = _pt.load_torch_file(path, fh, size)
+    if not isinstance(obj, dict):
+        raise BadCheckpoint(f"{path}: holds a {type(obj).__name__}, not a training state (a dict)")
+    _string_keys(obj, path, "the top level")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise BadCheckpoint(
+            f"{path}: not a netgraph training state (no {show(missing[0])} among its {len(obj)} top-level "
+            "keys); it was written by something else: start afresh without --resume"
+        )
+    return obj
+
+
 def checkpoint_from_state_dict(state_dict: Mapping[str, Any], *, source: str = "<state_dict>",
                                meta: Mapping | None = None) -> Checkpoint:
     """Validate an in-memory state_dict (torch tensors or numpy arrays) into a :class:`Checkpoint`."""
+    _string_keys(state_dict, source, "the state_dict")
     tensors = {}
+    cache: dict = {}
     for k, v in state_dict.items():
-        tensors[k] = np.asarray(v) if isinstance(v, np.ndarray) else _to_numpy(v, f"{source}: tensor {k!r}")
+        tensors[k] = np.asarray(v) if isinstance(v, np.ndarray) else _to_numpy(v, f"{source}: tensor {show(k)}", cache)
     _validate(tensors, source)
     ckpt = Checkpoint(source, "memory", tensors, dict(meta or {}), None, None)
     ckpt.prunable()
