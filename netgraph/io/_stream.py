@@ -467,6 +467,8 @@ class _BlockStats:
         self.rowsum = np.zeros(out_ch)  # kept taps into each output unit
         self.colsum = np.zeros(b.shape[0])  # kept taps out of each input unit
         self.bwd = None  # coaccessible(dst)ᵀ T, set in the backward pass
+        self.fwd_plain = np.zeros(out_ch)  # T @ accessible(src) in the graph without possible skips
+        self.bwd_plain = None
 
 
 def _taps(x: np.ndarray, k: int, a: int, mask: bool) -> tuple[np.ndarray, int]:
@@ -500,26 +502,30 @@ def _runs(b, r0: int, r1: int):
         r = hi
 
 
-def _forward_block(src, b, e: _Entry, is_mask: bool, acc, const, chunk_elems: int, check: _Checker) -> _BlockStats:
+def _forward_block(src, b, e: _Entry, is_mask: bool, acc, const, acc_plain, chunk_elems: int,
+                   check: _Checker) -> _BlockStats:
     st = _BlockStats(b)
     k = int(np.prod(b.weight_shape[2:], dtype=np.int64)) if len(b.weight_shape) > 2 else 1
     row_len = int(np.prod(b.weight_shape[1:], dtype=np.int64))
-    vecs = np.stack([acc, const, const & ~acc, np.ones_like(acc)], axis=1).astype(np.float32)  # (w_src, 4)
+    cols = [acc, const, const & ~acc, np.ones_like(acc)] + ([acc_plain] if acc_plain is not None else [])
+    vecs = np.stack(cols, axis=1).astype(np.float32)  # (w_src, 4 or 5)
     for r, a, x in _chunks(src, e, chunk_elems):
         if not check.update(x):
             raise _ValueError(e.key)
         nr = x.size // row_len if a == 0 and x.size >= row_len else 1
         t, c0 = _taps(x.reshape(nr, -1), k, a, is_mask)
-        dt = np.float32 if t.size <= _EXACT_F32 else np.float64
+        dt = np.float32 if x.size <= _EXACT_F32 else np.float64  # every partial sum is an exact integer
         t = t.astype(dt, copy=False)
         nc = t.shape[1]
         for lo, hi, base in _runs(b, r, r + nr):
             tt = t[lo - r:hi - r]
-            f = tt @ vecs[base + c0:base + c0 + nc].astype(dt, copy=False)  # (rows, 4)
+            f = tt @ vecs[base + c0:base + c0 + nc].astype(dt, copy=False)  # (rows, 4 or 5)
             st.fwd[lo:hi] += f[:, 0]
             st.fconst[lo:hi] += f[:, 1]
             st.cst[lo:hi] += f[:, 2]
             st.rowsum[lo:hi] += f[:, 3]
+            if acc_plain is not None:
+                st.fwd_plain[lo:hi] += f[:, 4]
             st.colsum[base + c0:base + c0 + nc] += tt.sum(axis=0, dtype=np.float64)
     return st
 
@@ -563,6 +569,7 @@ class StreamResult:
 
     report: Any
     fallback: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 def _open(path: str):
@@ -587,29 +594,45 @@ def _run(src, chunk_elems: int, source: str):
         raise AssertionError("a value check failed in the stream but not in the full scan")  # pragma: no cover
 
 
+_SKIP = ":possible-skip"  # identity blocks an inferred chain adds where a skip cannot be ruled out
+
+
 def _passes(src, graph, layout, tensors, chunk_elems: int, source: str):
+    """Forward and backward over the blocks; with possible skips, the plain chain alongside
+    (for the count of weights only the skips keep alive, as the in-memory inference reports)."""
     from .._reach import Reachability
 
     path = src.path
-    acc = {g: np.zeros(graph.groups[g].width, bool) for g in graph.order}
+    plain = any(not b.weighted and b.name.endswith(_SKIP) for b in graph.blocks)
+    fams = (0, 1) if plain else (0,)
+
+    def in_fam(b, f):
+        return f == 0 or not b.name.endswith(_SKIP) or b.weighted
+
+    acc = [{g: np.zeros(graph.groups[g].width, bool) for g in graph.order} for _ in fams]
     const = {g: graph.groups[g].constant.copy() for g in graph.order}
-    for s in graph.sources:
-        acc[s][:] = True
+    for f in fams:
+        for s_ in graph.sources:
+            acc[f][s_][:] = True
     stats: dict[str, _BlockStats] = {}
-    done: set[str] = set(k for k in tensors._loaded)
+    done: set[str] = set(tensors._loaded)
     for b in graph.blocks:  # forward: blocks are in topological order of their source
         if not b.weighted:
-            acc[b.dst] |= b.forward(acc[b.src])
+            for f in fams:
+                if in_fam(b, f):
+                    acc[f][b.dst] |= b.forward(acc[f][b.src])
             const[b.dst] |= b.forward(const[b.src])
             continue
-        vkey, mkey, e_shape = layout[b.name]
+        vkey, mkey, _ = layout[b.name]
         key = mkey or vkey
         e = src.entries[key]
-        st = _forward_block(src, b, e, mkey is not None, acc[b.src], const[b.src], chunk_elems,
-                            _Checker(key, e.dtype, path))
+        st = _forward_block(src, b, e, mkey is not None, acc[0][b.src], const[b.src],
+                            acc[1][b.src] if plain else None, chunk_elems, _Checker(key, e.dtype, path))
         done.add(key)
         stats[b.name] = st
-        acc[b.dst] |= st.fwd > 0
+        acc[0][b.dst] |= st.fwd > 0
+        if plain:
+            acc[1][b.dst] |= st.fwd_plain > 0
         const[b.dst] |= st.fconst > 0
     for key, e in src.entries.items():  # every other tensor: values validated, streamed
         if key in done or e.size == 0:
@@ -619,19 +642,39 @@ def _passes(src, graph, layout, tensors, chunk_elems: int, source: str):
             for _, _, x in _chunks(src, e, chunk_elems):
                 if not chk.update(x):
                     raise _ValueError(key)
-    coacc = {g: np.zeros(graph.groups[g].width, bool) for g in graph.order}
-    for s in graph.sinks:
-        coacc[s][:] = True
+    coacc = [{g: np.zeros(graph.groups[g].width, bool) for g in graph.order} for _ in fams]
+    for f in fams:
+        for s_ in graph.sinks:
+            coacc[f][s_][:] = True
     for b in reversed(graph.blocks):  # backward
         if not b.weighted:
-            coacc[b.src] |= b.backward(coacc[b.dst])
+            for f in fams:
+                if in_fam(b, f):
+                    coacc[f][b.src] |= b.backward(coacc[f][b.dst])
             continue
         vkey, mkey, _ = layout[b.name]
         e = src.entries[mkey or vkey]
         st = stats[b.name]
-        st.bwd = _backward_block(src, b, e, mkey is not None, st, coacc[b.dst], chunk_elems)
-        coacc[b.src] |= st.bwd > 0
-    reach = Reachability(graph, acc, coacc, const)
+        st.bwd = _backward_block(src, b, e, mkey is not None, st, coacc[0][b.dst], chunk_elems)
+        coacc[0][b.src] |= st.bwd > 0
+        if plain:
+            st.bwd_plain = _backward_block(src, b, e, mkey is not None, st, coacc[1][b.dst], chunk_elems)
+            coacc[1][b.src] |= st.bwd_plain > 0
+    reach = Reachability(graph, acc[0], coacc[0], const)
+    if plain:
+        extra = 0
+        for b in graph.weighted_blocks:
+            st = stats[b.name]
+            extra += int(round(st.fwd[coacc[0][b.dst]].sum())) - int(round(st.fwd_plain[coacc[1][b.dst]].sum()))
+        if extra:
+            from . import _infer
+
+            message = getattr(_infer, "revived_warning", None)
+            if message is None:
+                raise _Fallback("the inferred chain's possible-skip warning has no message helper")
+            import dataclasses
+
+            graph = dataclasses.replace(graph, warnings=graph.warnings + (message(extra),))
     return _assemble(graph, reach, stats, source)
 
 
@@ -703,10 +746,11 @@ def _assemble(graph, r, stats: Mapping[str, _BlockStats], source: str):
 
 def _in_memory(path: str, source: str):
     from .._audit import audit
-    from ._checkpoint import load_checkpoint
     from ._infer import graph_from_checkpoint
+    from ._repair import read_checkpoint
 
-    return audit(graph_from_checkpoint(load_checkpoint(path)), source=source)
+    ckpt, notes = read_checkpoint(path)
+    return audit(graph_from_checkpoint(ckpt), source=source), tuple(notes)
 
 
 def audit_path(path: str | os.PathLike, *, source: str | None = None, chunk_bytes: int = CHUNK_BYTES) -> StreamResult:
@@ -715,7 +759,8 @@ def audit_path(path: str | os.PathLike, *, source: str | None = None, chunk_byte
     Parameters
     ----------
     path : str or PathLike
-        A torch.save zip or a safetensors file.
+        A torch.save zip or a safetensors file.  When the file carries no netgraph metadata,
+        a sidecar ``path.netgraph.json`` that describes it is used (as ``netgraph audit`` does).
     source : str, optional
         The report's ``source`` (default: ``path``).
     chunk_bytes : int
@@ -725,25 +770,45 @@ def audit_path(path: str | os.PathLike, *, source: str | None = None, chunk_byte
     -------
     StreamResult
         ``.report`` equals the in-memory audit's report; ``.fallback`` is the reason the
-        in-memory path was used, or ``None``.
+        in-memory path was used, or ``None``; ``.notes`` are the sidecar notes.
 
     Raises
     ------
     BadCheckpoint, UnsafeCheckpoint, ChainNotInferable
         Exactly as :func:`netgraph.load_checkpoint` and :func:`netgraph.graph_from_checkpoint`.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from safetensors.numpy import save_file
+    >>> p = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+    >>> save_file({"fc1.weight": np.eye(3, dtype=np.float32), "fc2.weight": np.ones((1, 3), np.float32)}, p)
+    >>> r = audit_path(p)
+    >>> r.fallback, r.report.summary.kept, r.report.summary.effective
+    (None, 6, 6)
     """
     path = os.fspath(path)
     source = path if source is None else source
     try:
         src = _open(path)
     except _Fallback as why:
-        return StreamResult(_in_memory(path, source), str(why))
-    item = max(e.dtype.itemsize for e in src.entries.values()) if src.entries else 4
-    chunk_elems = max(1, int(chunk_bytes) // max(1, item))
+        report, notes = _in_memory(path, source)
+        return StreamResult(report, str(why), notes)
+    notes: tuple[str, ...] = ()
     try:
-        return StreamResult(_run(src, chunk_elems, source))
+        if not src.meta:
+            from ._write import read_sidecar
+
+            meta, note = read_sidecar(path)
+            notes = (note,) if note else ()
+            if meta:
+                src.meta = dict(meta)
+        item = max((e.dtype.itemsize for e in src.entries.values()), default=4)
+        chunk_elems = max(1, int(chunk_bytes) // item)
+        return StreamResult(_run(src, chunk_elems, source), None, notes)
     except _Fallback as why:
-        return StreamResult(_in_memory(path, source), str(why))
+        report, notes = _in_memory(path, source)
+        return StreamResult(report, str(why), notes)
     finally:
         src.close()
 
