@@ -7,10 +7,10 @@ from trainer._loop import TrainConfig, Trainer, train
 
 def test_pmp_divergence_is_zero_at_initialisation_and_threshold_is_the_budget_quantile():
     tr = Trainer(TrainConfig(method="pmp", rate=0.95, epochs=40, progress=False))
-    assert tr.pmp_eps() == 1.0
-    xb, yb = tr.x_train[:8], tr.y_train[:8]
+    assert tr.pruner.method.eps(tr.pruner) == 1.0
     with torch.no_grad():
-        div = float(tr.loss_terms(xb, yb)["divergence"])
+        tr.model(tr.x_train[:8])
+        div = float(tr.pruner.loss_terms()["divergence"])
     # with the half-normal prior the ERK-rescaled latents started misaligned (divergence > 0)
     assert div < 1e-6
     lat = torch.cat([w.detach().abs().reshape(-1) for w in tr.model.prunable().values()])

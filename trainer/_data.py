@@ -269,4 +269,66 @@ def load_dataset(spec: str, *, seed: int = 0) -> Dataset:
         return load_fpha(path)
     if sep and kind == "sbu":
         return load_sbu(path)
-    raise DataError(f"unknown dataset {spec!r}; use synthetic-fpha, synthetic-sbu, fpha:DIR, sbu:DIR or digits")
+    if sep and kind and path:
+        return load_user_dataset(spec, seed=seed)
+    raise DataError(f"unknown dataset {spec!r}; use synthetic-fpha, synthetic-sbu, fpha:DIR, sbu:DIR, digits "
+                    "or pkg.module:loader")
+
+
+def _as_tensors(obj, spec: str, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` tensors from a pair of tensors/arrays or a map-style dataset of ``(x, y)`` items."""
+    if isinstance(obj, (tuple, list)) and len(obj) == 2 and not isinstance(obj[0], (tuple, list)):
+        x, y = obj
+    elif hasattr(obj, "__len__") and hasattr(obj, "__getitem__"):
+        items = [obj[i] for i in range(len(obj))]
+        if not items:
+            raise DataError(f"--dataset {spec}: the {part} set is empty")
+        x = torch.stack([torch.as_tensor(it[0]) for it in items])
+        y = torch.as_tensor([int(it[1]) for it in items])
+    else:
+        raise DataError(f"--dataset {spec}: the {part} part must be (x, y) tensors or a dataset of (x, y) "
+                        f"items, got {type(obj).__name__}")
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
+    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    if y.dtype.is_floating_point or y.dim() != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise DataError(f"--dataset {spec}: the {part} labels must be a 1-D integer tensor with one label per "
+                        f"sample; got x {tuple(x.shape)}, y {tuple(y.shape)} {y.dtype}")
+    return x, y.long()
+
+
+def load_user_dataset(spec: str, *, seed: int = 0) -> Dataset:
+    """``pkg.module:loader``: a callable returning ``(x_train, y_train, x_test, y_test)`` or
+    ``(train, test)`` with each part ``(x, y)`` or a dataset of ``(x, y)`` items.  The loader
+    is called with ``seed=`` when it accepts it."""
+    import importlib
+    import inspect
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise DataError(f"--dataset {spec}: cannot import {module_name!r} ({exc}); is it installed or on PYTHONPATH?") from None
+    for part in attr.split("."):
+        if not hasattr(fn, part):
+            raise DataError(f"--dataset {spec}: {module_name!r} has no attribute {attr!r}")
+        fn = getattr(fn, part)
+    if not callable(fn):
+        raise DataError(f"--dataset {spec}: {attr!r} is not callable")
+    try:
+        takes_seed = "seed" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        takes_seed = False
+    out = fn(seed=seed) if takes_seed else fn()
+    if isinstance(out, (tuple, list)) and len(out) == 4:
+        train, test = (out[0], out[1]), (out[2], out[3])
+    elif isinstance(out, (tuple, list)) and len(out) == 2:
+        train, test = out
+    else:
+        raise DataError(f"--dataset {spec}: the loader must return (x_train, y_train, x_test, y_test) or "
+                        f"(train, test); got {type(out).__name__}")
+    xtr, ytr = _as_tensors(train, spec, "train")
+    xte, yte = _as_tensors(test, spec, "test")
+    classes = int(max(int(ytr.max()), int(yte.max())) + 1)
+    if int(min(ytr.min(), yte.min())) < 0:
+        raise DataError(f"--dataset {spec}: labels must be 0..classes-1, found a negative one")
+    return Dataset(spec, xtr, ytr, xte, yte, classes, ())

@@ -334,11 +334,24 @@ def unit_gate_masks(plan, fines: Mapping[str, torch.Tensor], theta: float | Mapp
         if s.kind != "weighted":
             continue
         f = fines[s.name]
-        if f.dim() != 2 or s.conv_groups != 1:
-            raise NetgraphError(f"coarse unit gates need 2-D (out, in) weights without groups; {s.name!r} has "
-                                f"shape {tuple(f.shape)} and {s.conv_groups} groups")
-        add(s.dst, f.sum(dim=1), torch.full((f.shape[0],), float(f.shape[1]), dtype=f.dtype, device=f.device))
-        add(s.src, f.sum(dim=0), torch.full((f.shape[1],), float(f.shape[0]), dtype=f.dtype, device=f.device))
+        if f.dim() == 2 and s.conv_groups == 1 and s.src_cls is None:
+            add(s.dst, f.sum(dim=1), torch.full((f.shape[0],), float(f.shape[1]), dtype=f.dtype, device=f.device))
+            add(s.src, f.sum(dim=0), torch.full((f.shape[1],), float(f.shape[0]), dtype=f.dtype, device=f.device))
+            continue
+        # conv taps, conv groups, unit classes (traced graphs): per-unit sums, then per class
+        taps = f[0, 0].numel() if f.dim() > 2 else 1
+        f2 = f.reshape(f.shape[0], f.shape[1], -1).sum(dim=2) if f.dim() > 2 else f
+        out_ch, in_pg = f2.shape
+        gr = s.conv_groups
+        dst_m = f2.sum(dim=1)
+        src_m = f2.reshape(gr, out_ch // gr, in_pg).sum(dim=1).reshape(gr * in_pg)
+        dst_n = torch.full_like(dst_m, float(in_pg * taps))
+        src_n = torch.full_like(src_m, float(out_ch // gr * taps))
+        for g, cls, m, n in ((s.dst, s.dst_cls, dst_m, dst_n), (s.src, s.src_cls, src_m, src_n)):
+            if cls is not None:
+                z = torch.zeros(plan.widths[g], dtype=f.dtype, device=f.device)
+                m, n = z.index_add(0, cls, m), z.index_add(0, cls, n)
+            add(g, m, n)
     for s in reversed(plan.steps):  # a structural block's source unit owns its images' masses
         if s.kind == "pairs" and s.dst in mass:
             z = torch.zeros(plan.widths[s.src], dtype=mass[s.dst].dtype, device=mass[s.dst].device)
@@ -382,9 +395,23 @@ def unit_gate_masks(plan, fines: Mapping[str, torch.Tensor], theta: float | Mapp
     out_st, out_soft = {}, {}
     for s in plan.steps:
         if s.kind == "weighted":
-            out_st[s.name] = st[s.dst][:, None] * st[s.src][None, :]
-            out_soft[s.name] = soft[s.dst][:, None] * soft[s.src][None, :]
+            shape = tuple(fines[s.name].shape)
+            out_st[s.name] = _outer(st, s, shape)
+            out_soft[s.name] = _outer(soft, s, shape)
     return out_st, out_soft
+
+
+def _outer(gates: Mapping[str, torch.Tensor], s, shape: tuple[int, ...]) -> torch.Tensor:
+    """``gate[dst] gate[src]ᵀ`` in a weight's shape (classes, conv groups and taps resolved)."""
+    d, r = gates[s.dst], gates[s.src]
+    if s.dst_cls is not None:
+        d, r = d[s.dst_cls], r[s.src_cls]
+    if len(shape) == 2 and s.conv_groups == 1:
+        return d[:, None] * r[None, :]
+    out_ch, in_pg, gr = shape[0], shape[1], s.conv_groups
+    rr = r.reshape(gr, 1, in_pg).expand(gr, out_ch // gr, in_pg).reshape(out_ch, in_pg)
+    m = d[:, None] * rr
+    return m.reshape(m.shape + (1,) * (len(shape) - 2)).expand(shape)
 
 
 def _dtype(t: Mapping[str, torch.Tensor]):

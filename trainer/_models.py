@@ -34,6 +34,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from netgraph import GraphBuilder, LayeredGraph
 from netgraph.errors import NetgraphError
@@ -119,13 +120,23 @@ class _Pruned(nn.Module):
 
     scales: dict[str, float]
 
+    def _slot(self, name: str) -> tuple[nn.Module, str]:
+        mod, _, attr = name.rpartition(".")
+        return (self.get_submodule(mod) if mod else self), attr
+
     def prunable(self) -> dict[str, nn.Parameter]:
-        """Prunable latent weights by state_dict key, in forward order."""
-        params = dict(self.named_parameters())
-        return {n: params[n] for n in self.scales}
+        """Prunable latent weights by weight name, in forward order (the latent Parameters
+        themselves, also while a :class:`trainer.Pruner` masks them)."""
+        out = {}
+        for n in self.scales:
+            mod, attr = self._slot(n)
+            out[n] = mod.parametrizations[attr].original if parametrize.is_parametrized(mod, attr) else getattr(mod, attr)
+        return out
 
     def weight(self, name: str, masks: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
-        w = self.prunable()[name] * self.scales[name]
+        """``scale·ŵ`` (⊙ the pruner's mask while one is attached) ⊙ ``masks[name]`` when given."""
+        mod, attr = self._slot(name)
+        w = getattr(mod, attr) * self.scales[name]
         if masks is not None and name in masks:
             w = w * masks[name]
         return w

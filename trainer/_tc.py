@@ -29,7 +29,8 @@ import torch
 from netgraph import LayeredGraph
 from netgraph.errors import InvalidGraph
 
-__all__ = ["heaviside_st", "straight_through", "Plan", "plan_of", "phi", "tc_factors", "tc_terms"]
+__all__ = ["heaviside_st", "straight_through", "Plan", "plan_of", "phi", "tc_factors", "tc_terms", "phi_st", "tc_step",
+           "unit_classes"]
 
 
 def heaviside_st(x: torch.Tensor) -> torch.Tensor:
@@ -59,6 +60,8 @@ class _Step:
     cols: torch.Tensor | None = None
     weight_shape: tuple[int, ...] = ()
     conv_groups: int = 1
+    src_cls: torch.Tensor | None = None  # unit -> class maps of a contracted plan (:func:`unit_classes`)
+    dst_cls: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -206,3 +209,213 @@ def tc_terms(psi: Mapping[str, torch.Tensor], factors: Mapping[str, torch.Tensor
     eff = sum((psi[n] * factors[n]).sum() for n in factors)
     total = sum(psi[n].sum() for n in factors)
     return eff, total - eff
+
+
+# --------------------------------------------------------------------------------------
+# The TC step in its rank-1 (per-unit) form
+# --------------------------------------------------------------------------------------
+
+def _kept_counts(crisp: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(out, in/groups)`` kept-tap counts of a crisp mask (no gradient)."""
+    m = crisp.reshape(crisp.shape[0], crisp.shape[1], -1).sum(dim=2) if crisp.dim() > 2 else crisp
+    return m.to(dtype)
+
+
+def _src_of(v: torch.Tensor, out_ch: int, in_pg: int, groups: int) -> torch.Tensor:
+    """A source-unit vector ``(groups·in_pg,)`` laid out as ``(out, in_pg)`` (the unit each weight reads)."""
+    if groups == 1:
+        return v.reshape(1, in_pg).expand(out_ch, in_pg)
+    return v.reshape(groups, 1, in_pg).expand(groups, out_ch // groups, in_pg).reshape(out_ch, in_pg)
+
+
+def _src_sum(m: torch.Tensor, groups: int) -> torch.Tensor:
+    """Column sums of ``(out, in_pg)`` per group: the transpose of :func:`_src_of`."""
+    out_ch, in_pg = m.shape
+    if groups == 1:
+        return m.sum(dim=0)
+    return m.reshape(groups, out_ch // groups, in_pg).sum(dim=1).reshape(groups * in_pg)
+
+
+class _KeptMatVec(torch.autograd.Function):
+    """``y = K x`` (forward) or ``y = Kᵀ x`` (backward propagation) with ``K`` the crisp kept-tap
+    counts; the gradient reaching the soft mask ψ is the rank-1 ``g xᵀ`` (straight-through:
+    ``K`` forward, ψ's gradient backward), broadcast over kernel taps — never a full-shape
+    straight-through tensor."""
+
+    @staticmethod
+    def forward(ctx, psi, k, x, groups: int, transpose: bool):
+        ctx.save_for_backward(k, x)
+        ctx.groups, ctx.transpose, ctx.psi_shape = groups, transpose, psi.shape
+        out_ch, in_pg = k.shape
+        if not transpose:
+            return (k * _src_of(x, out_ch, in_pg, groups)).sum(dim=1) if groups > 1 else k @ x
+        return _src_sum(k * x[:, None], groups) if groups > 1 else k.t() @ x
+
+    @staticmethod
+    def backward(ctx, g):
+        k, x = ctx.saved_tensors
+        out_ch, in_pg = k.shape
+        groups = ctx.groups
+        grad_psi = grad_x = None
+        if not ctx.transpose:  # y[o] = Σ_i K[o,i] x[src(o,i)]
+            if ctx.needs_input_grad[0]:
+                grad_psi = g[:, None] * _src_of(x, out_ch, in_pg, groups)
+            if ctx.needs_input_grad[2]:
+                grad_x = _src_sum(k * g[:, None], groups) if groups > 1 else k.t() @ g
+        else:  # y[src(o,i)] += K[o,i] x[o]
+            if ctx.needs_input_grad[0]:
+                grad_psi = x[:, None] * _src_of(g, out_ch, in_pg, groups)
+            if ctx.needs_input_grad[2]:
+                grad_x = (k * _src_of(g, out_ch, in_pg, groups)).sum(dim=1) if groups > 1 else k @ g
+        if grad_psi is not None and len(ctx.psi_shape) > 2:
+            grad_psi = grad_psi.reshape(grad_psi.shape + (1,) * (len(ctx.psi_shape) - 2)).expand(ctx.psi_shape)
+        return grad_psi, None, grad_x, None, None
+
+
+def phi_st(plan: Plan, psi: Mapping[str, torch.Tensor], crisp: Mapping[str, torch.Tensor]
+           ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """φ_r, φ_l for crisp masks with ψ's straight-through gradient, in rank-1 form.
+
+    Forward values equal :func:`phi` on ``crisp``; gradients equal :func:`phi` on
+    ``straight_through(crisp, psi)`` (a test checks both in float64).
+    """
+    missing = [n for n in plan.weight_names if n not in psi or n not in crisp]
+    if missing:
+        raise InvalidGraph(f"the graph has weighted blocks {missing[:3]} but no mask was given for them; "
+                           "the model's graph() and its parameters must use the same names")
+    some = next(iter(psi.values()), None)
+    dtype = some.dtype if some is not None else torch.float64
+    device = some.device if some is not None else "cpu"
+    counts = {s.name: _kept_counts(crisp[s.name], dtype) for s in plan.steps if s.kind == "weighted"}
+
+    def run(forward: bool) -> dict[str, torch.Tensor]:
+        ends = plan.sources if forward else plan.sinks
+        pre: dict[str, torch.Tensor] = {}
+        vec = {g: torch.ones(plan.widths[g], dtype=dtype, device=device) for g in ends}
+        for s in (plan.steps if forward else plan.steps[::-1]):
+            a, b = (s.src, s.dst) if forward else (s.dst, s.src)
+            x = vec.get(a)
+            if x is None:
+                x = _close(pre, a, plan, dtype, device, vec, ends)
+            if s.kind == "weighted":
+                contrib = _KeptMatVec.apply(psi[s.name], counts[s.name], x, s.conv_groups, not forward)
+            elif s.kind == "dense":
+                contrib = x.sum().expand(plan.widths[b])
+            else:
+                src_idx, dst_idx = (s.rows, s.cols) if forward else (s.cols, s.rows)
+                contrib = torch.zeros(plan.widths[b], dtype=dtype, device=device).index_add(0, dst_idx, x[src_idx])
+            pre[b] = pre[b] + contrib if b in pre else contrib
+        for g in plan.order:
+            if g not in vec:
+                _close(pre, g, plan, dtype, device, vec, ends)
+        return vec
+
+    return run(True), run(False)
+
+
+def tc_step(plan: Plan, psi: Mapping[str, torch.Tensor], crisp: Mapping[str, torch.Tensor] | None = None
+            ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """One MP+TC step's masks and terms: ``(ψ ⊙ Φ per weight, Σ ψ⊙Φ, Σ ψ(1 − Φ))``.
+
+    The same values and gradients as ``factors = tc_factors(plan, *phi(plan, ST(crisp, ψ)))``,
+    ``ψ ⊙ factors`` and :func:`tc_terms`, but ``Φ = φ_l φ_rᵀ`` is formed per unit pair
+    ``(out, in/groups)`` and broadcast over kernel taps, the straight-through masks are
+    never built, and ``ψ ⊙ Φ`` is computed once.  ``crisp`` defaults to ``ψ ≥ ½``.
+    """
+    if crisp is None:
+        crisp = {n: p.detach() >= 0.5 for n, p in psi.items()}
+    phi_r, phi_l = phi_st(plan, psi, crisp)
+    masks: dict[str, torch.Tensor] = {}
+    eff = total = None
+    for s in plan.steps:
+        if s.kind != "weighted":
+            continue
+        p = psi[s.name]
+        out_ch, in_pg = p.shape[0], p.shape[1]
+        f = phi_l[s.dst][:, None] * _src_of(phi_r[s.src], out_ch, in_pg, s.conv_groups)
+        m = p * (f.reshape(f.shape + (1,) * (p.dim() - 2)) if p.dim() > 2 else f)
+        masks[s.name] = m
+        e, t = m.sum(), p.sum()
+        eff = e if eff is None else eff + e
+        total = t if total is None else total + t
+    if eff is None:
+        eff = total = torch.zeros(())
+    return masks, eff, total - eff
+
+
+def unit_classes(plan: Plan) -> Plan:
+    """The plan with units that must share one structured gate merged into *classes*.
+
+    A structural block that is a partial bijection (every source unit and every destination
+    unit appears at most once: the identity into a residual add, a slice of a concatenation,
+    an elementwise op) ties its two units; the tied units form a class (union–find), and the
+    groups tied together form a *family*, one group of the result whose units are the classes.
+    Weighted steps keep their names and point to families, with ``src_cls`` / ``dst_cls``
+    mapping their units to classes; other structural blocks (a flatten expansion, a dense
+    block) join families as before.  A plan without tying blocks comes back with one family
+    per group and identity class maps (``src_cls = dst_cls = None``).
+    """
+    parent: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def find(u):
+        while parent.get(u, u) != u:
+            parent[u] = parent.get(parent[u], parent[u])
+            u = parent[u]
+        return u
+
+    tying = set()
+    for i, s in enumerate(plan.steps):
+        if s.kind != "pairs":
+            continue
+        r, c = s.rows.cpu().numpy(), s.cols.cpu().numpy()
+        if len(np.unique(r)) == r.size and len(np.unique(c)) == c.size:
+            tying.add(i)
+            for a, b in zip(r.tolist(), c.tolist()):
+                ra, rb = find((s.src, a)), find((s.dst, b))
+                if ra != rb:
+                    parent[rb] = ra
+    if not tying:
+        return plan
+    # families: groups connected by tying blocks
+    fam_of = {g: g for g in plan.order}
+
+    def ffind(g):
+        while fam_of[g] != g:
+            fam_of[g] = fam_of[fam_of[g]]
+            g = fam_of[g]
+        return g
+
+    for i in tying:
+        s = plan.steps[i]
+        a, b = ffind(s.src), ffind(s.dst)
+        if a != b:
+            if plan.order.index(a) < plan.order.index(b):
+                fam_of[b] = a
+            else:
+                fam_of[a] = b
+    fam = {g: ffind(g) for g in plan.order}
+    cls_index: dict[str, dict] = {}
+    cls_map: dict[str, torch.Tensor] = {}
+    for g in plan.order:  # classes numbered in order of first appearance
+        idx = cls_index.setdefault(fam[g], {})
+        ids = []
+        for u in range(plan.widths[g]):
+            root = find((g, u))
+            ids.append(idx.setdefault(root, len(idx)))
+        some = next((s.rows for s in plan.steps if s.kind == "pairs"), None)
+        cls_map[g] = torch.tensor(ids, dtype=torch.int64, device=some.device if some is not None else "cpu")
+    widths = {f: len(cls_index[f]) for f in dict.fromkeys(fam.values())}
+    steps = []
+    for i, s in enumerate(plan.steps):
+        if i in tying:
+            continue
+        if s.kind == "weighted":
+            steps.append(_Step("weighted", s.name, fam[s.src], fam[s.dst], weight_shape=s.weight_shape,
+                               conv_groups=s.conv_groups, src_cls=cls_map[s.src], dst_cls=cls_map[s.dst]))
+        elif s.kind == "dense":
+            steps.append(_Step("dense", s.name, fam[s.src], fam[s.dst]))
+        else:
+            steps.append(_Step("pairs", s.name, fam[s.src], fam[s.dst], cls_map[s.src][s.rows], cls_map[s.dst][s.cols]))
+    order = tuple(dict.fromkeys(fam[g] for g in plan.order))
+    return Plan(widths, order, tuple(dict.fromkeys(fam[g] for g in plan.sources)),
+                tuple(dict.fromkeys(fam[g] for g in plan.sinks)), tuple(steps))
