@@ -254,7 +254,7 @@ class _DagBuilder:
         if not sinks:
             raise TraceFailed("the model returns no tensor; there is no output to audit")
         try:
-            return self.b.build(sinks=sinks)
+            return self.b.build(sinks=sinks, topology="traced")
         except InvalidGraph as exc:
             raise TraceFailed(f"the traced graph is inconsistent: {exc}") from None
 

@@ -99,15 +99,21 @@ def _set_kept(mod: nn.Module, name: str, keep: np.ndarray) -> None:
 
 
 def _selections(traced: TracedModel, reach: Reachability, model: nn.Module):
-    """Per weighted block: (module, param, kept, effective, constant) boolean weight arrays."""
+    """Per weighted block: (module, param, kept, effective, constant) boolean weight arrays
+    (tap level where the traced model has it, channel level otherwise)."""
     out = {}
+    tap = traced.taps().weight_states
     for b in traced.graph.weighted_blocks:
         qual, param = traced.params[b.name]
         mod = model.get_submodule(qual)
         kept = _kept(mod, param)
-        acc, coacc, const = reach.accessible[b.src], reach.coaccessible[b.dst], reach.constant[b.src]
-        eff = pair_selector(b, acc, coacc) & kept
-        cst = pair_selector(b, ~acc & const, coacc) & kept
+        ws = tap.get(b.name)
+        if ws is not None and ws.kept.shape == kept.shape and np.array_equal(ws.kept, kept):
+            eff, cst = ws.effective.copy(), ws.constant.copy()
+        else:
+            acc, coacc, const = reach.accessible[b.src], reach.coaccessible[b.dst], reach.constant[b.src]
+            eff = pair_selector(b, acc, coacc) & kept
+            cst = pair_selector(b, ~acc & const, coacc) & kept
         out[b.name] = (mod, param, kept, eff, cst)
     return out
 
@@ -246,11 +252,15 @@ def reconnect_model(model: nn.Module, traced: TracedModel, *,
     keep = {name: eff.copy() for name, (_, _, _, eff, _) in sel.items()}
     budget = sum(int(kept.sum() - eff.sum()) for (_, _, kept, eff, _) in sel.values())
     while budget > 0:
-        after = trace_model(new, traced.input_shape).reachability()
+        after_traced = trace_model(new, traced.input_shape)
+        after, after_taps = after_traced.reachability(), after_traced.taps().candidates
         chunks, owners, flats = [], [], []
         for k, name in enumerate(sel):
             b = traced.graph.block(name)
-            cand = pair_selector(b, after.accessible[b.src], after.coaccessible[b.dst]) & ~keep[name]
+            if name in after_taps:  # tap level: the candidate reads an accessible position
+                cand = after_taps[name] & ~keep[name]  # at a coaccessible one
+            else:
+                cand = pair_selector(b, after.accessible[b.src], after.coaccessible[b.dst]) & ~keep[name]
             idx = np.flatnonzero(cand)
             chunks.append(score[name].ravel()[idx])
             owners.append(np.full(idx.size, k))

@@ -83,12 +83,17 @@ class TapAnalysis:
     weight_states : Mapping[str, WeightStates]
         Per weighted block (Linear / Conv) analysed at tap level: boolean arrays of the
         weight's shape.
+    candidates : Mapping[str, np.ndarray]
+        Per weighted block: the weights that are *not* kept but would be effective if they
+        were (they read an accessible position at a coaccessible one) — where a repair may
+        spend a budget.
     accessible, constant, coaccessible : Mapping[fx.Node, Tensor]
         Position maps of every tensor node (bool, the node's shape; tuples for
         multi-output nodes).
     """
 
     weight_states: Mapping[str, WeightStates]
+    candidates: Mapping[str, np.ndarray]
     accessible: Mapping[Any, Any]
     constant: Mapping[Any, Any]
     coaccessible: Mapping[Any, Any]
@@ -147,8 +152,8 @@ def tap_analysis(gm: fx.GraphModule, values: Mapping[fx.Node, Any],
     with torch.no_grad():
         p.forward()
         p.backward()
-        states = p.weights()
-    return TapAnalysis(states, p.acc, p.cst, p.co)
+        states, candidates = p.weights()
+    return TapAnalysis(states, candidates, p.acc, p.cst, p.co)
 
 
 # --------------------------------------------------------------------------------------
@@ -776,8 +781,8 @@ class _Pass:
     b_pool = b_move = b_join = b_reduce = b_flatten = b_unflatten = b_pad = b_constpad = b_struct
 
     # -- weights -----------------------------------------------------------------------
-    def weights(self) -> dict[str, WeightStates]:
-        out = {}
+    def weights(self) -> tuple[dict[str, WeightStates], dict[str, np.ndarray]]:
+        out, candidates = {}, {}
         for node, (name, kind, m, a, c, geo) in self.weighted.items():
             co = self.co.get(node)
             if not isinstance(co, torch.Tensor):
@@ -807,9 +812,10 @@ class _Pass:
                 acc = corr(_f(a), torch.ones_like(B))
                 coacc = corr(inside.expand(a.shape[0], *inside.shape[1:]).contiguous(), B)
                 cst = corr(_f(c), B)
+            candidates[name] = ~kept & eff.numpy()
             eff_n = kept & eff.numpy()
             acc_n = kept & acc.numpy()
             coacc_n = kept & coacc.numpy()
             cst_n = kept & ~eff_n & cst.numpy()
             out[name] = WeightStates(kept, acc_n, coacc_n, eff_n, kept & ~eff_n, cst_n)
-        return out
+        return out, candidates
