@@ -49,15 +49,13 @@ def run(args) -> int:
         from netgraph.cli._model import audit_with_model
 
         return audit_with_model(args)
-    from netgraph import audit, graph_from_checkpoint
     from netgraph.errors import NetgraphError
-    from netgraph.io._repair import read_checkpoint
+    from netgraph.io._stream import audit_path  # streamed (issue 12): the in-memory report, in constant memory
 
     for flag in ("model_kwargs", "input_shape", "key_prefix"):
         if getattr(args, flag, None) is not None:
             raise NetgraphError(f"--{flag.replace('_', '-')} goes with --model (the model's code); give --model too")
-    ckpt, notes = read_checkpoint(args.path)
-    for note in notes:
+    res = audit_path(args.path)
+    for note in res.notes + ((f"audited in memory: {res.fallback}",) if res.fallback else ()):
         print(f"netgraph: note: {note}", file=sys.stderr)
-    report = audit(graph_from_checkpoint(ckpt), source=args.path)
-    return finish(args, report)
+    return finish(args, res.report)
