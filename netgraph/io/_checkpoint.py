@@ -398,6 +398,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             tensors, meta, dtypes = _load_safetensors(path, fh, size)
             root, key = None, None
     _validate(tensors, path)
+    if "topology" in meta:  # untrusted like the rest of the file: checked before anything uses it
+        from .._spec import _spec_limits, validate_spec
+
+        max_width, max_dense = _spec_limits(tensors)
+        validate_spec(meta["topology"], path, max_width=max_width, max_dense=max_dense)
     ckpt = Checkpoint(path, fmt, tensors, meta, root, key, dtypes)
     ckpt.prunable()  # validates prune-format pairs once, at the boundary
     return ckpt
