@@ -17,12 +17,13 @@ Both work on masks in PyTorch layout keyed by weight name and return *new* masks
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
-from ._graph import LayeredGraph, pair_selector
+from ._graph import LayeredGraph, conv_group_index, pair_selector
 from ._reach import Reachability, reachability
 
 __all__ = ["prune_masks", "reconnect_masks", "RepairResult", "rebuild_with_masks"]
@@ -45,28 +46,18 @@ def rebuild_with_masks(graph: LayeredGraph, masks: Mapping[str, np.ndarray]) -> 
     full = {}
     for b in graph.weighted_blocks:
         full[b.name] = masks[b.name] if b.name in masks else _mask_of(b)
-    # Constant seeds of the original graph are kept as static seeds by the spec.
-    return graph_from_spec(spec, full)
+    # Constant seeds and warnings of the original graph are kept by the spec; so is the
+    # topology's provenance.
+    return dataclasses.replace(graph_from_spec(spec, full), topology=graph.topology)
 
 
 def _mask_of(block) -> np.ndarray:
     """Reconstruct a channel-level mask (all taps of a kept pair) — only for blocks not given."""
     m = np.zeros(block.weight_shape, bool)
     out_ch, in_g = block.weight_shape[0], block.weight_shape[1]
-    c = block.rows - (block.cols // (out_ch // block.conv_groups)) * in_g
-    m[block.cols, c] = True
+    first_input = conv_group_index(out_ch, in_g, block.conv_groups)[:, 0]  # of each output's group
+    m[block.cols, block.rows - first_input[block.cols]] = True
     return m
-
-
-def _effective_weights(graph: LayeredGraph, r: Reachability, name: str, mask: np.ndarray) -> np.ndarray:
-    b = graph.block(name)
-    return mask & pair_selector(b, r.accessible[b.src], r.coaccessible[b.dst])
-
-
-def _constant_weights(graph: LayeredGraph, r: Reachability, name: str, mask: np.ndarray) -> np.ndarray:
-    b = graph.block(name)
-    src = ~r.accessible[b.src] & r.constant[b.src]
-    return mask & pair_selector(b, src, r.coaccessible[b.dst])
 
 
 def prune_masks(graph: LayeredGraph, masks: Mapping[str, np.ndarray], *, keep_constant: bool = True,
@@ -80,9 +71,8 @@ def prune_masks(graph: LayeredGraph, masks: Mapping[str, np.ndarray], *, keep_co
     removed = kept = 0
     for b in graph.weighted_blocks:
         m = np.asarray(masks[b.name], dtype=bool)
-        keep = _effective_weights(graph, r, b.name, m)
-        if keep_constant:
-            keep = keep | _constant_weights(graph, r, b.name, m)
+        states = r.weight_states(b, m)
+        keep = states.effective | states.constant if keep_constant else states.effective
         out[b.name] = keep.copy()
         removed += int(m.sum() - keep.sum())
         kept += int(m.sum())

@@ -1,6 +1,8 @@
 """Two independent routes to the same graph: chain inference from a state_dict's shapes
 (no model code) and torch.fx tracing of the model.  On Sequential conv/linear stacks, with
-BatchNorm, biases, pooling and a flatten, their audits must be identical."""
+BatchNorm, biases, pooling and a flatten, the plain-chain inference (``skips="none"``) and the
+trace give identical audits; the default inference (identity skips between equal-width
+groups over-approximated) is sound: it never calls a weight dead that the trace finds live."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netgraph import audit, graph_from_checkpoint, load_checkpoint, trace_model
+import numpy as np
+
+from netgraph import audit, graph_from_checkpoint, load_checkpoint, reachability, trace_model
 
 
 @st.composite
@@ -56,7 +60,19 @@ def test_chain_inference_and_fx_trace_give_the_same_audit(tmp_path_factory, net)
     model, shape = net
     path = tmp_path_factory.mktemp("seq") / "model.pt"
     torch.save(model.state_dict(), path)
-    from_file = audit(graph_from_checkpoint(load_checkpoint(path))).to_dict()
-    from_model = trace_model(model, shape).audit().to_dict()
+    ckpt = load_checkpoint(path)
+    from_file = audit(graph_from_checkpoint(ckpt, skips="none")).to_dict()
+    traced = trace_model(model, shape)
+    from_model = traced.audit(resolution="channel").to_dict()  # a state_dict has no spatial sizes
     assert from_file["layers"] == from_model["layers"]
+    assert from_file["summary"].pop("topology") == "inferred-chain"
+    assert from_model["summary"].pop("topology") in ("traced", "declared")
     assert from_file["summary"] == from_model["summary"]
+    # the default (plausible skips) is sound against the trace, weight by weight
+    sound = graph_from_checkpoint(ckpt)
+    r_file, r_model = reachability(sound), traced.reachability()
+    masks = {k: w.mask for k, w in ckpt.prunable().items()}
+    for b in traced.graph.weighted_blocks:
+        live = r_model.weight_states(b, masks[b.name]).effective
+        said = r_file.weight_states(sound.block(b.name), masks[b.name]).effective
+        assert not np.any(live & ~said), b.name

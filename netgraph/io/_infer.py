@@ -3,25 +3,55 @@
 Contract
 --------
 * If the checkpoint carries a topology spec (``meta["topology"]``, written by netgraph's
-  trainer or :func:`graph_to_spec`), the exact graph is rebuilt from it.
-* Otherwise the forward order is inferred from the weights' shapes: Linear ``(out, in)``
-  and Conv ``(out, in, *k)`` (1-D or 2-D kernels) chain when ``out`` of one equals ``in``
-  of the next; a conv followed by a linear whose ``in_features`` is a multiple ``k`` of the
-  conv's channels is a flatten (channel c → features ``c*k … c*k+k-1``).  Key order in a
-  file is not forward order (safetensors sorts keys; ``net.10`` sorts before ``net.2``):
-  the shapes decide, and natural key order only breaks ties between orders the shapes
-  allow.  No order, or several orders none of which is the natural one → a clear refusal
-  that says the model is needed.
+  trainer or :func:`graph_to_spec`), the exact graph is rebuilt from it
+  (``graph.topology == "stored"``).
+* Otherwise the forward order is inferred from the weights' shapes and names
+  (``graph.topology == "inferred-chain"``).  Linear ``(out, in)`` and Conv ``(out, in, *k)``
+  (1-D or 2-D kernels) chain when ``out`` of one equals ``in`` of the next; a conv followed
+  by a linear whose ``in_features`` is a multiple ``k`` of the conv's channels is a flatten
+  (channel c → features ``c*k … c*k+k-1``).
+
+  - **Names order within a prefix.**  A key's *prefix* is its text before the first digit
+    (``features.``, ``classifier.``, ``fc``, ``layer``); within a prefix the numbers in the
+    keys give the order (natural order: ``net.2`` before ``net.10``), and consecutive layers
+    must chain, else the file is refused.
+  - **Shapes order the prefixes.**  Prefixes are placed in the one order their shapes
+    allow (torchvision's ``features.N`` then ``classifier.N``).  No order, several orders,
+    or more candidates than the search may try (a bounded, iterative search) → a refusal.
+  - **Named skips are refused.**  A key with a word that names a skip or a projection
+    shortcut (``downsample``, ``shortcut``, ``skip``, ``residual``, ``proj``…) means the
+    network is not a chain, and where the shortcut joins is not in the file.
+* **No silent chain.**  Without model code, a skip connection that carries no weight (a
+  ResNet's identity shortcut) is invisible; a plain chain would call the weights it keeps
+  alive dead.  So, by default (``skips="plausible"``), the inferred graph is a *sound
+  over-approximation*: it adds an identity skip between every two groups of equal width
+  that are not separated by a flatten (the input and every layer output count; consecutive
+  ones suffice, identities compose).  Every network made of the inferred chain plus any
+  such additive identity skips is a subgraph of it, and adding connections can only make
+  units accessible or coaccessible, so a weight it calls dead is dead in all of them; a
+  weight it calls effective may be dead in the real network (an upper bound).  When the
+  skips change the verdict of any weight the audit says how many, in its warnings.
+  ``skips="none"`` trusts the plain chain (exact when the network has no skips).
+* **The assumption is stated.**  Every inferred graph carries, first in ``warnings``,
+  what it assumes: the order, and that only elementwise ops (activations, BatchNorm,
+  dropout), pooling and flatten sit between the layers.  An op that mixes units
+  (``cumsum``, attention, a matrix product without weights) cannot be seen in a
+  state_dict; such a network needs ``--model``.
 * ``X.bias`` non-zero → constant seeds on ``X``'s outputs.  A BatchNorm (``P.weight``,
   ``P.bias``, ``P.running_mean``, ``P.running_var``) is channel identity; only its shift
   matters (a constant source).  It is attributed to the one layer with as many outputs,
   or, when several have, to the last one stored before it in a torch file (registration
   order); in a safetensors file (sorted keys) to all of them, with a warning — counting a
   shift as a constant source where there is none only keeps weights, never removes live ones.
+* Every step is iterative and near-linear in the number of tensors (10,000-layer chains).
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+import math
+import re
 from typing import Mapping
 
 import numpy as np
@@ -31,19 +61,36 @@ from .._graph import GraphBuilder, LayeredGraph
 from .._spec import graph_from_spec
 from ..errors import BadCheckpoint, ChainNotInferable
 
-__all__ = ["graph_from_checkpoint", "infer_chain"]
+__all__ = ["graph_from_checkpoint", "infer_chain", "revived_warning", "SKIP_WORDS"]
 
-_MAX_STEPS = 200_000
+_MAX_STEPS = 200_000  # moves of the prefix-order search before it gives up (refusal)
 _NEED_MODEL = "give the model (--model pkg.module:factory) so netgraph can trace it"
+#: Words (start of a name token) that mark a skip connection or a projection shortcut.
+SKIP_WORDS = ("downsampl", "shortcut", "skip", "residual", "proj")
+_SKIPS = ("plausible", "none")
 
 
-def graph_from_checkpoint(ckpt: Checkpoint) -> LayeredGraph:
-    """The exact graph of a checkpoint: from its topology spec, else an inferred chain."""
+def graph_from_checkpoint(ckpt: Checkpoint, *, skips: str = "plausible") -> LayeredGraph:
+    """The graph of a checkpoint: from its topology spec (exact), else inferred (see the module).
+
+    Parameters
+    ----------
+    ckpt : Checkpoint
+    skips : {"plausible", "none"}
+        For an inferred graph only: over-approximate identity skips between equal-width
+        groups (sound; the default) or trust a plain chain.
+
+    Raises
+    ------
+    ChainNotInferable
+        No stored topology and the order cannot be inferred soundly (see the module).
+    """
     topo = ckpt.meta.get("topology") if ckpt.meta else None
     if topo:
         prunable = ckpt.prunable()
-        return graph_from_spec(topo, {k: w.mask for k, w in prunable.items()}, ckpt.tensors, source=ckpt.path)
-    return infer_chain(ckpt)
+        g = graph_from_spec(topo, {k: w.mask for k, w in prunable.items()}, ckpt.tensors, source=ckpt.path)
+        return dataclasses.replace(g, topology="stored")
+    return infer_chain(ckpt, skips=skips)
 
 
 def _bias_key(name: str) -> str:
@@ -61,46 +108,106 @@ def _compatible(a: PrunableWeight, b: PrunableWeight) -> int | None:
     return None
 
 
-def _orders(layers: list[PrunableWeight]) -> tuple[list[list[int]], bool]:
-    """Up to two Hamiltonian chains of the compatibility graph; bool = search completed."""
-    n = len(layers)
-    nxt = [[j for j in range(n) if j != i and _compatible(layers[i], layers[j]) is not None] for i in range(n)]
+def _skip_word(name: str) -> str | None:
+    for token in re.split(r"[^a-z]+", name.lower()):
+        for word in SKIP_WORDS:
+            if token.startswith(word):
+                return token
+    return None
+
+
+def _prefix(name: str) -> str:
+    """The text of a key before its first (ASCII) digit: layers sharing it are ordered by number."""
+    return natural_key(name)[0]
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def _segment_orders(segs: list[list[PrunableWeight]], path: str) -> list[int]:
+    """The one order of the prefix segments that the shapes allow; refuses otherwise.
+
+    A bounded, iterative depth-first search for Hamiltonian paths of the segments'
+    compatibility graph (last layer of one → first layer of the next), stopping at two.
+    Successors are found through indexes by width, never by comparing all pairs.
+    """
+    n = len(segs)
+    if n == 1:
+        return [0]
+    firsts = [s[0] for s in segs]
+    lasts = [s[-1] for s in segs]
+    by_in: dict[int, list[int]] = {}
+    flat_by_out: dict[int, list[int]] = {}  # linear-first segments reachable by a flatten
+    conv_outs = {w.mask.shape[0] for w in lasts if w.mask.ndim > 2}
+    for j, w in enumerate(firsts):
+        by_in.setdefault(w.mask.shape[1], []).append(j)
+        if w.mask.ndim == 2 and conv_outs:
+            for d in _divisors(w.mask.shape[1]):
+                if d in conv_outs and d != w.mask.shape[1]:
+                    flat_by_out.setdefault(d, []).append(j)
+    nxt: list[list[int]] = []
+    for i, w in enumerate(lasts):
+        out = w.mask.shape[0]
+        cand = [j for j in by_in.get(out, ()) if j != i]
+        if w.mask.ndim > 2:
+            cand += [j for j in flat_by_out.get(out, ()) if j != i]
+        nxt.append(cand)
     found: list[list[int]] = []
     steps = 0
-    complete = True
-
-    def dfs(path: list[int], used: set[int]) -> bool:
-        nonlocal steps, complete
-        steps += 1
-        if steps > _MAX_STEPS:
-            complete = False
-            return True
-        if len(path) == n:
-            found.append(list(path))
-            return len(found) >= 2
-        for j in nxt[path[-1]]:
-            if j not in used:
-                path.append(j)
-                used.add(j)
-                if dfs(path, used):
-                    return True
-                used.discard(j)
-                path.pop()
-        return False
-
+    used = [False] * n
+    exhausted = True
     for start in range(n):
-        if dfs([start], {start}):
+        stack = [[start, 0]]  # (segment, index of the next successor to try)
+        used[start] = True
+        while stack:
+            steps += 1
+            if steps > _MAX_STEPS:
+                exhausted = False
+                break
+            if len(stack) == n:
+                found.append([f[0] for f in stack])
+                if len(found) >= 2:
+                    break
+                used[stack.pop()[0]] = False
+                continue
+            top = stack[-1]
+            succ = nxt[top[0]]
+            while top[1] < len(succ) and used[succ[top[1]]]:
+                top[1] += 1
+            if top[1] == len(succ):
+                used[stack.pop()[0]] = False
+                continue
+            j = succ[top[1]]
+            top[1] += 1
+            used[j] = True
+            stack.append([j, 0])
+        for f in stack:
+            used[f[0]] = False
+        if len(found) >= 2 or not exhausted:
             break
-    return found, complete
+    names = [f"{s[0].name}…" if len(s) > 1 else s[0].name for s in segs]
+    if len(found) == 1 and exhausted:
+        return found[0]
+    if len(found) >= 2:
+        a, b = found[:2]
+        raise ChainNotInferable(
+            f"{path}: the forward order is ambiguous: {' -> '.join(names[i] for i in a)} and "
+            f"{' -> '.join(names[i] for i in b)} both fit the shapes; {_NEED_MODEL}")
+    if exhausted:
+        shapes = ", ".join(f"{s[0].name} {tuple(s[0].mask.shape)}" + (
+            f" … {s[-1].name} {tuple(s[-1].mask.shape)}" if len(s) > 1 else "") for s in segs)
+        if len(shapes) > 400:
+            shapes = shapes[:400] + " …"
+        raise ChainNotInferable(f"{path}: the weight shapes do not chain in any order ({shapes}); {_NEED_MODEL}")
+    raise ChainNotInferable(
+        f"{path}: {n} groups of layers (key prefixes) admit too many orders to check within "
+        f"{_MAX_STEPS:,} search steps; {_NEED_MODEL}")
 
 
-def infer_chain(ckpt: Checkpoint) -> LayeredGraph:
-    """Infer a chain from the shapes of a checkpoint's weights (see the module contract)."""
-    path = ckpt.path
-    prunable = ckpt.prunable()
-    tensors = ckpt.tensors
-    bn_prefixes = {k[: -len(".running_mean")] for k in tensors if k.endswith(".running_mean")}
-    # Every tensor must be understood: an unknown one could be an op that matters.
+def _check_tensors(tensors: Mapping[str, np.ndarray], bn_prefixes: set[str], path: str) -> None:
+    """Every tensor must be understood: an unknown one could be an op that matters."""
     for key, t in tensors.items():
         if ".parametrizations." in key:
             raise ChainNotInferable(
@@ -128,79 +235,173 @@ def infer_chain(ckpt: Checkpoint) -> LayeredGraph:
             f"{path}: tensor {key!r} {tuple(t.shape)} is not a Linear/Conv weight, bias or BatchNorm "
             f"statistic, so its role in the network is unknown; {_NEED_MODEL}"
         )
+
+
+def infer_chain(ckpt: Checkpoint, *, skips: str = "plausible") -> LayeredGraph:
+    """Infer the graph of a checkpoint from its weights' shapes and names (see the module contract).
+
+    Parameters
+    ----------
+    ckpt : Checkpoint
+    skips : {"plausible", "none"}
+        ``"plausible"`` (default): add identity skips between equal-width groups, a sound
+        over-approximation of any residual network with this chain of weights.
+        ``"none"``: a plain chain (exact only if the network has no skip connection).
+
+    Returns
+    -------
+    LayeredGraph
+        ``topology == "inferred-chain"``; ``warnings[0]`` states the assumption.
+
+    Raises
+    ------
+    ChainNotInferable
+        Named skips, unknown tensors, or not exactly one order (one line; asks for --model).
+    BadCheckpoint
+        No prunable weight, or a bias of the wrong shape.
+    """
+    if skips not in _SKIPS:
+        raise ValueError(f"skips must be one of {_SKIPS}, got {skips!r}")
+    path = ckpt.path
+    prunable = ckpt.prunable()
+    tensors = ckpt.tensors
+    bn_prefixes = {k[: -len(".running_mean")] for k in tensors if k.endswith(".running_mean")}
+    _check_tensors(tensors, bn_prefixes, path)
     layers = [w for w in prunable.values() if w.name.rsplit(".", 1)[-1] == "weight" and w.mask.ndim in (2, 3, 4)]
     if not layers:
         raise BadCheckpoint(f"{path}: no prunable weight (Linear/Conv) found among {len(tensors)} tensors")
-    warnings: list[str] = []
-    natural = list(range(len(layers)))  # `prunable()` is in natural key order
-    natural_ok = all(_compatible(layers[i], layers[i + 1]) is not None for i in range(len(layers) - 1))
-    orders, complete = _orders(layers)
-    if natural_ok:
-        order = natural
-        if len(orders) > 1 or not complete:
-            warnings.append("several forward orders fit the weight shapes; natural key order was used")
-    elif len(orders) == 1 and complete:
-        order = orders[0]
-    elif not orders and complete:
-        shapes = ", ".join(f"{w.name} {tuple(w.mask.shape)}" for w in layers)
-        raise ChainNotInferable(f"{path}: the weight shapes do not chain in any order ({shapes}); {_NEED_MODEL}")
-    else:
-        a, b = (orders + [[]])[:2]
-        raise ChainNotInferable(
-            f"{path}: the forward order is ambiguous: "
-            f"{' -> '.join(layers[i].name for i in a)} and {' -> '.join(layers[i].name for i in b) or 'others'} "
-            f"both fit the shapes; {_NEED_MODEL}"
-        )
-    chain_layers = [layers[i] for i in order]
-    return _build_chain(chain_layers, tensors, bn_prefixes, warnings, path, ckpt.format == "safetensors")
+    for key in [w.name for w in layers] + sorted(bn_prefixes):
+        word = _skip_word(key)
+        if word is not None:
+            raise ChainNotInferable(
+                f"{path}: {key!r} names a skip connection or shortcut ({word!r}): the network is not a chain "
+                f"and where the shortcut joins is not stored in a state_dict; {_NEED_MODEL}")
+    # Layers sharing a prefix keep their natural key order (prunable() is in natural order).
+    segments: dict[str, list[PrunableWeight]] = {}
+    for w in layers:
+        segments.setdefault(_prefix(w.name), []).append(w)
+    segs = list(segments.values())
+    for s in segs:
+        for a, b in zip(s, s[1:]):
+            if _compatible(a, b) is None:
+                raise ChainNotInferable(
+                    f"{path}: {a.name!r} {tuple(a.mask.shape)} and {b.name!r} {tuple(b.mask.shape)} are consecutive "
+                    f"in the numbers of their names but do not chain ({a.mask.shape[0]} outputs, "
+                    f"{b.mask.shape[1]} inputs); {_NEED_MODEL}")
+    order = _segment_orders(segs, path)
+    chain_layers = [w for i in order for w in segs[i]]
+    return _build_chain(chain_layers, tensors, bn_prefixes, path, ckpt.format == "safetensors", skips)
 
 
 def _stored_key(name: str, tensors: Mapping[str, np.ndarray]) -> str:
     return name if name in tensors else name + "_orig"
 
 
+def _describe(layers: list[PrunableWeight]) -> str:
+    names = [w.name for w in layers]
+    if len(names) > 8:
+        names = names[:4] + [f"… ({len(names) - 7} more) …"] + names[-3:]
+    return " -> ".join(names)
+
+
 def _build_chain(layers: list[PrunableWeight], tensors: Mapping[str, np.ndarray], bn_prefixes: set[str],
-                 warnings: list[str], path: str, sorted_keys: bool) -> LayeredGraph:
-    b = GraphBuilder()
-    first = layers[0]
-    b.input("input", first.mask.shape[1])
-    src = "input"
-    outs: list[tuple[str, str, int]] = []  # (layer name, output group, width)
-    for i, w in enumerate(layers):
-        if i > 0:
-            factor = _compatible(layers[i - 1], w)
-            if factor != 1:
-                flat = f"{src}:flatten"
-                b.expand(src, flat, factor)
-                src = flat
-        dst = w.name[: -len(".weight")] if w.name.endswith(".weight") else w.name
-        b.weight(w.name, src, dst, w.mask)
-        bias = effective_tensor(tensors, _bias_key(w.name))
-        if bias is not None:
-            if bias.shape != (w.mask.shape[0],):
-                raise BadCheckpoint(
-                    f"{path}: bias {_bias_key(w.name)!r} has shape {tuple(bias.shape)} but "
-                    f"{w.name!r} has {w.mask.shape[0]} outputs"
-                )
-            b.constant(dst, bias != 0)
-        outs.append((w.name, dst, w.mask.shape[0]))
-        src = dst
+                 path: str, sorted_keys: bool, skips: str) -> LayeredGraph:
+    def builder(with_skips: bool) -> tuple[GraphBuilder, int, list[str]]:
+        b = GraphBuilder()
+        warnings: list[str] = []
+        b.input("input", layers[0].mask.shape[1])
+        src = "input"
+        outs: list[tuple[str, str, int]] = []  # (layer name, output group, width)
+        last_of_width: dict[int, str] = {layers[0].mask.shape[1]: "input"}  # skip candidates
+        n_skips = 0
+        for i, w in enumerate(layers):
+            if i > 0:
+                factor = _compatible(layers[i - 1], w)
+                if factor != 1:
+                    flat = f"{src}:flatten"
+                    b.expand(src, flat, factor)
+                    src = flat
+                    last_of_width = {w.mask.shape[1]: flat}  # no identity skip across a flatten
+            dst = w.name[: -len(".weight")] if w.name.endswith(".weight") else w.name
+            b.weight(w.name, src, dst, w.mask)
+            bias = effective_tensor(tensors, _bias_key(w.name))
+            if bias is not None:
+                if bias.shape != (w.mask.shape[0],):
+                    raise BadCheckpoint(
+                        f"{path}: bias {_bias_key(w.name)!r} has shape {tuple(bias.shape)} but "
+                        f"{w.name!r} has {w.mask.shape[0]} outputs"
+                    )
+                b.constant(dst, bias != 0)
+            width = w.mask.shape[0]
+            if with_skips and width in last_of_width:
+                b.identity(last_of_width[width], dst, name=f"{last_of_width[width]}->{dst}:possible-skip")
+                n_skips += 1
+            last_of_width[width] = dst
+            outs.append((w.name, dst, width))
+            src = dst
+        _attach_batchnorms(b, outs, tensors, bn_prefixes, path, sorted_keys, warnings)
+        return b, n_skips, warnings
+
+    assumption = (
+        f"topology inferred from the weight shapes without model code: assumed the chain {_describe(layers)} "
+        "with only elementwise ops (activation, BatchNorm, dropout), pooling and flatten between layers; "
+        "an op that mixes units (cumsum, attention, a product of activations) is invisible in a state_dict "
+        f"and would make this audit wrong; {_NEED_MODEL} for the exact graph")
+    b, n_skips, warnings = builder(skips == "plausible")
+    if n_skips:
+        assumption += (
+            "; identity skips between equal-width layers (as in a ResNet) cannot be ruled out, so they are "
+            "assumed possible (a sound over-approximation: a weight called dead is dead with or without them)")
+    b.warn(assumption)
+    for msg in warnings:
+        b.warn(msg)
+    graph = b.build(topology="inferred-chain")
+    if n_skips:
+        plain, _, _ = builder(False)
+        extra = _revived(plain.build(), graph)
+        if extra:
+            graph = dataclasses.replace(graph, warnings=graph.warnings + (revived_warning(extra),))
+    return graph
+
+
+def revived_warning(extra: int) -> str:
+    """The warning of an inferred chain whose possible skips keep ``extra`` kept weights alive."""
+    return (f"{extra:,} kept weight(s) would be dead in a plain chain but an identity skip between "
+            "equal-width layers could keep them alive; they are counted as effective (an upper bound)")
+
+
+def _revived(plain: LayeredGraph, over: LayeredGraph) -> int:
+    """How many kept weights are effective in ``over`` but dead in ``plain`` (same weighted blocks)."""
+    from .._reach import reachability
+
+    rp, ro = reachability(plain), reachability(over)
+    total = 0
+    for bp in plain.weighted_blocks:
+        bo = over.block(bp.name)
+        ep = rp.pair_masks(bp)["effective"]
+        eo = ro.pair_masks(bo)["effective"]
+        total += int(bp.taps[eo & ~ep].sum())
+    return total
+
+
+def _attach_batchnorms(b: GraphBuilder, outs: list[tuple[str, str, int]], tensors: Mapping[str, np.ndarray],
+                       bn_prefixes: set[str], path: str, sorted_keys: bool, warnings: list[str]) -> None:
+    """BatchNorm shifts as constant seeds (see the module contract); near-linear in the tensors."""
     stored = {k: i for i, k in enumerate(tensors)}  # file order: registration order for torch.save
+    by_width: dict[int, list[tuple[int, str]]] = {}
+    for name, group, width in outs:  # in chain order; sorted by stored position below
+        by_width.setdefault(width, []).append((stored.get(_stored_key(name, tensors), -1), group))
+    for v in by_width.values():
+        v.sort()
+    seeds: dict[str, np.ndarray] = {}
+    shared: dict[int, list[str]] = {}  # width -> BatchNorms attributed to all layers of that width
+    shared_seeds: dict[int, np.ndarray] = {}
     for prefix in sorted(bn_prefixes, key=natural_key):
         width = tensors[prefix + ".running_mean"].shape[0]
-        candidates = [o for o in outs if o[2] == width]
+        candidates = by_width.get(width)
         if not candidates:
             raise ChainNotInferable(
                 f"{path}: BatchNorm {prefix!r} has {width} channels but no layer has {width} outputs; {_NEED_MODEL}"
-            )
-        if len(candidates) > 1 and not sorted_keys:
-            here = stored.get(prefix + ".running_mean", 0)
-            before = [o for o in candidates if stored.get(_stored_key(o[0], tensors), -1) < here]
-            candidates = before[-1:] or candidates
-        if len(candidates) > 1:
-            warnings.append(
-                f"BatchNorm {prefix!r} could follow {len(candidates)} layers with {width} outputs; its shift "
-                "is counted as a constant source on all of them (conservative)"
             )
         gamma = effective_tensor(tensors, prefix + ".weight")
         gamma = np.ones(width) if gamma is None else gamma
@@ -208,8 +409,28 @@ def _build_chain(layers: list[PrunableWeight], tensors: Mapping[str, np.ndarray]
         beta = np.zeros(width) if beta is None else beta
         mean = tensors[prefix + ".running_mean"]
         # shift = beta - mean * gamma / sqrt(var + eps): non-zero unless beta and mean*gamma vanish.
-        for _, group, _ in candidates:
-            b.constant(group, (beta != 0) | ((mean != 0) & (gamma != 0)))
-    for msg in warnings:
-        b.warn(msg)
-    return b.build()
+        shift = (beta != 0) | ((mean != 0) & (gamma != 0))
+        target = None
+        if len(candidates) == 1:
+            target = candidates[0][1]
+        elif not sorted_keys:
+            here = stored.get(prefix + ".running_mean", 0)
+            k = bisect.bisect_left(candidates, (here, "")) - 1
+            if k >= 0 and candidates[k][0] >= 0:
+                target = candidates[k][1]
+        if target is not None:
+            seeds[target] = seeds[target] | shift if target in seeds else shift
+        else:
+            shared.setdefault(width, []).append(prefix)
+            shared_seeds[width] = shared_seeds[width] | shift if width in shared_seeds else shift
+    for width, prefixes in shared.items():
+        groups = [g for _, g in by_width[width]]
+        shown = ", ".join(repr(p) for p in prefixes[:3]) + (f" and {len(prefixes) - 3} more" if len(prefixes) > 3 else "")
+        warnings.append(
+            f"BatchNorm {shown} could follow {len(groups)} layers with {width} outputs; its shift "
+            "is counted as a constant source on all of them (conservative)"
+        )
+        for g in groups:
+            seeds[g] = seeds[g] | shared_seeds[width] if g in seeds else shared_seeds[width]
+    for g, units in seeds.items():
+        b.constant(g, units)
