@@ -199,6 +199,9 @@ def _max_to_avg(fn, args, kwargs):
         return adaptive[fn], args[:2], {k: v for k, v in kwargs.items() if k != "return_indices"}
     if fn in (torch.amax, torch.amin):
         return torch.sum, args, kwargs
+    if fn is F.pad:  # the pad value is a constant source (added by the handler), never input
+        args, kwargs = tuple(args[:3]), {k: v for k, v in kwargs.items() if k != "value"}
+        return fn, args, kwargs
     if fn in (F.interpolate, F.upsample):
         mode = kwargs.get("mode", args[3] if len(args) > 3 else "nearest")
         if mode == "bicubic":  # negative coefficients: zeros can appear by cancellation
@@ -556,6 +559,8 @@ class _Pass:
                 return args[0].sum(*args[1:], **kwargs)
             return getattr(args[0], node.target)(*args[1:], **kwargs)
         mod = self.gm.get_submodule(node.target)
+        if any_window and isinstance(mod, (nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)):
+            return F.pad(args[0], mod.padding)  # its value is a constant source (see f_constpad)
         if any_window:
             direct, fn, extra = _module_as_function(mod)
             if fn is not None:

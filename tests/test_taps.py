@@ -1,0 +1,356 @@
+"""The tap-level audit against the independent pixel-level probe, and its soundness.
+
+Random conv nets (Hypothesis) with every feature the tap-level audit claims to be exact for:
+stride, dilation, groups / depthwise, padding modes, 1-D and 2-D, max / average / adaptive
+pooling, upsampling, permute, flatten, cat / chunk, residual adds, gates (products with a
+sigmoid factor), BatchNorm with random shifts, biases.  The oracle is
+``netgraph.testing._probe.tap_probe`` (eager, float64, two halves; no fx, no op table).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from netgraph import prune_model, trace_model  # noqa: E402
+from netgraph.testing._probe import tap_probe  # noqa: E402
+from netgraph.testing.models import MODELS, randomize_bn  # noqa: E402
+
+MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+class TapNet(nn.Module):
+    """A random conv net from a plain-data spec (see ``tap_specs``)."""
+
+    def __init__(self, spec: dict) -> None:
+        super().__init__()
+        self.spec = spec
+        d = spec["dims"]
+        conv = nn.Conv1d if d == 1 else nn.Conv2d
+        bn = nn.BatchNorm1d if d == 1 else nn.BatchNorm2d
+        c, size = spec["in"], spec["size"]
+        self.body = nn.ModuleList()
+        self.ops = []
+        for layer in spec["layers"]:
+            op = layer["op"]
+            mods = nn.ModuleDict()
+            if op == "conv":
+                k, s, dil, p, mode = layer["k"], layer["stride"], layer["dil"], layer["pad"], layer["mode"]
+                if mode != "zeros" and p >= size:
+                    mode = "zeros"
+                out_size = (size + 2 * p - dil * (k - 1) - 1) // s + 1
+                if out_size < 1:
+                    k, s, dil, p, out_size = 1, 1, 1, 0, size
+                groups, out = (c, c * layer["mult"]) if layer["dw"] else (1, layer["out"])
+                mods["conv"] = conv(c, out, k, s, p, dil, groups, bias=layer["bias"], padding_mode=mode)
+                if layer["bn"]:
+                    mods["bn"] = bn(out)
+                c, size = out, out_size
+            elif op == "pool":
+                kind = layer["kind"]
+                if kind in ("max", "avg") and size < 2:
+                    kind = "adaptive"
+                if kind == "maxpad" and size < 2:
+                    kind = "adaptive"
+                if kind == "adaptive":
+                    size = max(1, size // 2)
+                elif kind == "maxpad":  # kernel 3, stride 2, padding 1 (resnet's stem)
+                    size = (size + 2 - 3) // 2 + 1
+                else:
+                    size //= 2
+                layer = dict(layer, kind=kind, to=size)
+            elif op == "up":
+                size *= 2
+            elif op in ("gate", "res"):
+                mods["a"] = conv(c, c, 3 if op == "res" else 1, padding=1 if op == "res" else 0, bias=layer["bias"])
+                mods["b"] = conv(c, c, 3 if op == "res" else 1, padding=1 if op == "res" else 0, bias=layer["bias"])
+            elif op == "glu":
+                mods["conv"] = conv(c, 2 * c, 1, bias=layer["bias"])
+            elif op == "cat":
+                mods["conv"] = conv(c, layer["out"], 3, padding=1, bias=layer["bias"])
+                c += layer["out"]
+            self.body.append(mods)
+            self.ops.append(layer)
+        self.flat = c * size ** d
+        self.head_kind = spec["head"]
+        self.fc = nn.Linear(self.flat, spec["out"], bias=spec["bias"])
+        if self.head_kind == "gated":
+            self.up = nn.Linear(self.flat, spec["out"], bias=spec["bias"])
+
+    def forward(self, x):
+        d = self.spec["dims"]
+        for layer, mods in zip(self.ops, self.body):
+            op = layer["op"]
+            if op == "conv":
+                x = mods["conv"](x)
+                if "bn" in mods:
+                    x = mods["bn"](x)
+                x = {"relu": F.relu, "sigmoid": torch.sigmoid, "none": lambda t: t}[layer["act"]](x)
+            elif op == "pool":
+                kind = layer["kind"]
+                if kind == "max":
+                    x = (F.max_pool1d if d == 1 else F.max_pool2d)(x, 2)
+                elif kind == "avg":
+                    x = (F.avg_pool1d if d == 1 else F.avg_pool2d)(x, 2)
+                elif kind == "maxpad":
+                    x = (F.max_pool1d if d == 1 else F.max_pool2d)(x, 3, 2, 1)
+                else:
+                    x = (F.adaptive_avg_pool1d if d == 1 else F.adaptive_avg_pool2d)(x, layer["to"])
+            elif op == "up":
+                mode = layer["mode"] if d == 2 or layer["mode"] == "nearest" else "linear"
+                x = F.interpolate(x, scale_factor=2, mode=mode if d == 1 or mode != "linear" else "bilinear")
+            elif op == "gate":  # value * sigmoid(gate): a product with a never-zero factor
+                x = mods["a"](x) * torch.sigmoid(mods["b"](x))
+            elif op == "res":
+                x = F.relu(x + mods["b"](F.relu(mods["a"](x))))
+            elif op == "glu":
+                a, b = torch.chunk(mods["conv"](x), 2, dim=1)
+                x = a * b if layer["mul"] else a + b
+            elif op == "cat":
+                x = torch.cat([x, mods["conv"](x)], dim=1)
+            elif op == "permute" and d == 2:
+                x = x.permute(0, 1, 3, 2)
+        h = x.flatten(1)
+        if self.head_kind == "gated":  # silu(gate) * up
+            return F.silu(self.fc(h)) * self.up(h)
+        return self.fc(h)
+
+
+def build(spec: dict) -> tuple[nn.Module, tuple[int, ...]]:
+    torch.manual_seed(spec["seed"])
+    model = TapNet(spec).double()
+    gen = torch.Generator().manual_seed(spec["seed"])
+    rng = np.random.default_rng(spec["seed"])
+    densities = spec["densities"]
+    with torch.no_grad():
+        weighted = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+        for i, m in enumerate(weighted):
+            m.weight.mul_(torch.from_numpy(rng.random(m.weight.shape) < densities[i % len(densities)]))
+            if m.bias is not None:
+                m.bias.mul_(torch.from_numpy(rng.random(m.bias.shape) < 0.5))
+        randomize_bn(model, gen)
+        for m in model.modules():  # some BatchNorm channels with no shift at all
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                off = torch.from_numpy(rng.random(m.num_features) < 0.5)
+                m.running_mean[off] = 0.0
+                m.bias[off] = 0.0
+    shape = (1, spec["in"]) + (spec["size"],) * spec["dims"]
+    return model.eval(), shape
+
+
+@st.composite
+def tap_specs(draw) -> dict:
+    dims = draw(st.sampled_from([1, 2]))
+    layer = st.one_of(
+        st.fixed_dictionaries({
+            "op": st.just("conv"), "out": st.integers(1, 4), "k": st.integers(1, 3),
+            "stride": st.integers(1, 2), "dil": st.integers(1, 2), "pad": st.integers(0, 2),
+            "mode": st.sampled_from(MODES), "dw": st.booleans(), "mult": st.integers(1, 2),
+            "bias": st.booleans(), "bn": st.booleans(), "act": st.sampled_from(["relu", "sigmoid", "none"])}),
+        st.fixed_dictionaries({"op": st.just("pool"), "kind": st.sampled_from(["max", "avg", "adaptive", "maxpad"])}),
+        st.fixed_dictionaries({"op": st.just("up"), "mode": st.sampled_from(["nearest", "linear"])}),
+        st.fixed_dictionaries({"op": st.sampled_from(["gate", "res"]), "bias": st.booleans()}),
+        st.fixed_dictionaries({"op": st.just("glu"), "mul": st.booleans(), "bias": st.booleans()}),
+        st.fixed_dictionaries({"op": st.just("cat"), "out": st.integers(1, 3), "bias": st.booleans()}),
+        st.fixed_dictionaries({"op": st.just("permute")}),
+    )
+    return {
+        "dims": dims, "in": draw(st.integers(1, 3)), "size": draw(st.integers(1, 6)),
+        "layers": draw(st.lists(layer, min_size=1, max_size=4)),
+        "head": draw(st.sampled_from(["linear", "gated"])), "out": draw(st.integers(1, 3)),
+        "bias": draw(st.booleans()), "seed": draw(st.integers(0, 2**16)),
+        "densities": draw(st.lists(st.sampled_from([0.0, 0.2, 0.5, 1.0]), min_size=1, max_size=4)),
+    }
+
+
+def _conv(out=2, k=3, stride=1, dil=1, pad=1, mode="zeros", dw=False, bias=False, bn=False, act="relu"):
+    return {"op": "conv", "out": out, "k": k, "stride": stride, "dil": dil, "pad": pad, "mode": mode,
+            "dw": dw, "mult": 1, "bias": bias, "bn": bn, "act": act}
+
+
+def _spec(layers, densities, *, size=4, dims=2, head="linear", bias=False, seed=0):
+    return {"dims": dims, "in": 2, "size": size, "layers": layers, "head": head, "out": 2, "bias": bias,
+            "seed": seed, "densities": densities}
+
+
+# a tap that reads only padding: a 3x3 conv on a 1x1 input (8 of its 9 taps are dead)
+PADDING_ONLY = _spec([_conv()], [1.0], size=1)
+# a gate whose value branch is dead: value conv fully pruned, so the gate conv is dead too
+DEAD_VALUE = _spec([{"op": "gate", "bias": False}], [0.0, 1.0, 1.0])
+# a skip around a fully pruned branch: the residual branch's first conv is empty
+PRUNED_BRANCH = _spec([{"op": "res", "bias": False}], [0.0, 1.0, 1.0])
+
+
+def _check_equal(model, shape):
+    states = trace_model(model, shape).weight_states()
+    probe = tap_probe(model, shape)
+    assert set(probe) <= set(states)
+    for k in probe:
+        np.testing.assert_array_equal(states[k].effective, probe[k], err_msg=f"effective {k}")
+        np.testing.assert_array_equal(states[k].constant, probe.constant[k], err_msg=f"constant {k}")
+    return states, probe
+
+
+@settings(max_examples=60, deadline=None)
+@given(tap_specs())
+@example(PADDING_ONLY)
+@example(DEAD_VALUE)
+@example(PRUNED_BRANCH)
+def test_random_conv_nets_equal_the_probe_per_weight(spec):
+    model, shape = build(spec)
+    states, _ = _check_equal(model, shape)
+    channel = trace_model(model, shape)
+    reach = channel.reachability()
+    for b in channel.graph.weighted_blocks:  # tap level refines the channel level (an upper bound)
+        upper = reach.weight_states(b, states[b.name].kept).effective
+        assert not (states[b.name].effective & ~upper).any(), b.name
+
+
+def test_examples_by_hand():
+    states, _ = _check_equal(*build(PADDING_ONLY))
+    eff = states["body.0.conv.weight"].effective
+    assert eff[:, :, 1, 1].all() and eff.sum() == eff[:, :, 1, 1].size  # only the centre tap
+    states, _ = _check_equal(*build(DEAD_VALUE))
+    assert states["body.0.a.weight"].kept.sum() == 0
+    assert not states["body.0.b.weight"].effective.any() and states["body.0.b.weight"].kept.any()
+    states, _ = _check_equal(*build(PRUNED_BRANCH))
+    assert not states["body.0.b.weight"].effective.any()  # reads nothing
+    assert states["fc.weight"].effective.any()  # the skip carries the signal
+
+
+@settings(max_examples=40, deadline=None)
+@given(tap_specs())
+@example(PRUNED_BRANCH)
+def test_zeroing_what_the_audit_calls_dead_keeps_every_output(spec):
+    model, shape = build(dict(spec, bias=True))
+    traced = trace_model(model, shape)
+    states = traced.weight_states()
+    pruned = prune_model(model, traced)  # dead and not constant: zeroed
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        x = torch.randn(shape, generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            a, b = model(x), pruned(x)
+        scale = float(a.abs().max()) + 1e-300
+        assert float((a - b).abs().max()) <= 1e-9 * max(scale, 1.0)
+    for name, ws in states.items():  # and prune_model zeroed exactly those
+        mod = pruned.get_submodule(traced.params[name][0])
+        left = (mod.weight.detach() != 0).numpy()
+        np.testing.assert_array_equal(left, ws.effective | ws.constant)
+
+
+def test_without_constants_every_dead_weight_can_go():
+    """No biases, no BatchNorm shifts, no sigmoid: constant is empty, and zeroing every dead
+    weight leaves the outputs unchanged."""
+    spec = _spec([_conv(k=3, pad=2, dil=2, mode="reflect"), {"op": "pool", "kind": "maxpad"},
+                  _conv(dw=True), {"op": "res", "bias": False}, {"op": "glu", "mul": True, "bias": False}],
+                 [0.5, 0.3, 1.0, 0.0], size=5)
+    model, shape = build(spec)
+    states = trace_model(model, shape).weight_states()
+    assert not any(ws.constant.any() for ws in states.values())
+    x = torch.randn(shape, dtype=torch.float64)
+    before = model(x)
+    with torch.no_grad():
+        for name, ws in states.items():
+            mod = model.get_submodule(name.rsplit(".", 1)[0])
+            mod.weight.mul_(torch.from_numpy(ws.effective))
+    np.testing.assert_allclose(model(x).detach().numpy(), before.detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("rate", [0.0, 0.9, 0.99])
+def test_model_zoo_equals_the_probe(name, rate):
+    from torch.nn.utils import prune
+
+    factory, shape = MODELS[name]
+    torch.manual_seed(0)
+    model = randomize_bn(factory(), torch.Generator().manual_seed(1))
+    if rate:
+        params = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        prune.global_unstructured(params, pruning_method=prune.RandomUnstructured, amount=rate)
+    _check_equal(model, shape)
+
+
+def test_audit_json_has_resolution_and_channel_stays_an_upper_bound():
+    model, shape = build(PADDING_ONLY)
+    t = trace_model(model, shape)
+    tap, channel = t.audit().to_dict(), t.audit(resolution="channel").to_dict()
+    assert {layer["resolution"] for layer in tap["layers"]} == {"tap"}
+    assert {layer["resolution"] for layer in channel["layers"]} == {"channel"}
+    assert set(tap["layers"][0]) == set(channel["layers"][0])
+    assert tap["summary"]["effective"] < channel["summary"]["effective"]
+    with pytest.raises(ValueError, match="resolution"):
+        t.audit(resolution="pixel")
+
+
+# -- hand-made cases: each compared with the probe and with the answer worked out by hand -----
+
+class _Padding(nn.Module):
+    """conv1 reads only its left tap (position 0 then reads zero padding: not accessible);
+    conv2 pads with ``mode`` and its left tap at position 0 reads the pad, which copies
+    position 1 (reflect, circular: accessible) or position 0 (replicate: not)."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv1d(1, 1, 3, padding=1, padding_mode=mode, bias=False)
+        with torch.no_grad():
+            self.conv1.weight.copy_(torch.tensor([[[1.0, 0.0, 0.0]]]))
+            self.conv2.weight.copy_(torch.tensor([[[1.0, 0.0, 0.0]]]))
+
+    def forward(self, x):
+        return self.conv2(self.conv1(x))[..., :1]  # only output position 0 reaches the output
+
+
+@pytest.mark.parametrize("mode, effective", [("zeros", False), ("reflect", True), ("replicate", False),
+                                             ("circular", True)])
+def test_padding_modes_read_the_positions_they_copy(mode, effective):
+    states, _ = _check_equal(_Padding(mode).double(), (1, 1, 4))
+    assert bool(states["conv2.weight"].effective[0, 0, 0]) is effective
+
+
+class _Window(nn.Module):
+    """Only odd positions survive the product with a constant; the max pool's windows
+    (0, 1) and (2, 3) must pass coaccessibility to every position, not the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, 1, bias=False)
+        self.register_buffer("odd", torch.tensor([0.0, 1.0, 0.0, 1.0]))
+        self.fc = nn.Linear(2, 1, bias=False)
+
+    def forward(self, x):
+        return self.fc(F.max_pool1d(self.conv(x) * self.odd, 2))
+
+
+def test_max_pool_counts_every_position_of_its_window():
+    states, _ = _check_equal(_Window().double(), (1, 1, 4))
+    assert states["conv.weight"].effective.all()
+
+
+class _ConstantPad(nn.Module):
+    """A pad of value 1 is a constant source: conv2's tap that reads only the pad is constant."""
+
+    def __init__(self, module: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, 1, 1, bias=False)
+        self.conv2 = nn.Conv1d(1, 1, 3, bias=False)
+        self.pad = nn.ConstantPad1d((2, 0), 1.0) if module else None
+
+    def forward(self, x):
+        y = self.conv1(x)
+        y = self.pad(y) if self.pad is not None else F.pad(y, (2, 0), value=1.0)
+        return self.conv2(y)[..., :1]
+
+
+@pytest.mark.parametrize("module", [False, True], ids=["F.pad", "nn.ConstantPad1d"])
+def test_a_constant_pad_is_a_constant_source(module):
+    states, _ = _check_equal(_ConstantPad(module).double(), (1, 1, 3))
+    ws = states["conv2.weight"]
+    assert ws.constant[0, 0, :2].all() and ws.effective[0, 0, 2] and not ws.effective[0, 0, :2].any()
