@@ -12,3 +12,4 @@ from netgraph.testing import (  # noqa: F401
     unit_graph,
     weight_status_oracle,
 )
+from netgraph.testing._probe import tap_probe  # noqa: F401,E402  (the tap-level probe)
