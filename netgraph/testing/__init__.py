@@ -59,7 +59,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised without hypot
         raise
 
 _PUBLIC = {
-    "._net": ["Net", "EMPTY_LAYER", "WIDTH_ONE", "SKIP_AROUND_DEAD", "CONSTANT_FED", "CONCAT_OF_DEAD",
+    "._net": ["Net", "net_features", "EMPTY_LAYER", "WIDTH_ONE", "SKIP_AROUND_DEAD", "CONSTANT_FED", "CONCAT_OF_DEAD",
               "GRAPH_CORNER_CASES"],
     "._strategies": ["layered_nets", "masked_mlps", "masked_conv_nets", "chain_masks", "model_specs",
                      "pruned_models", "LAYER_KINDS"],

@@ -153,8 +153,7 @@ def assert_effective_equal(weights_or_masks, graph: LayeredGraph, *, masks=None,
     >>> g = chain([np.array([[1, 1]]), np.array([[1], [0]])], names=["a", "b"])
     >>> assert_effective_equal({"a": [[2.0, -1.0]], "b": [[0.5], [0.0]]}, g)
     """
-    problems, expected, got_b = [], {}, {}
-    kept_d = {}
+    problems, expected, got_b, kept_d, per_pair = [], {}, {}, {}, []
     if not isinstance(weights_or_masks, Mapping):
         _fail(f"weights_or_masks is a {type(weights_or_masks).__name__}; expected a mapping weight name -> array")
     r = reachability(graph)
@@ -183,19 +182,20 @@ def assert_effective_equal(weights_or_masks, graph: LayeredGraph, *, masks=None,
             if len(b.weight_shape) == 2:
                 kept = kept_pairs > 0
                 exp = kept & sel
-            else:
+            else:  # compared per (out, in/groups) pair: does it have its kept number of taps?
                 eff_pairs = sel[(...,) + (0,) * (len(b.weight_shape) - 2)] & (kept_pairs > 0)
                 bad = _pair_counts(b, nz) != np.where(eff_pairs, kept_pairs, 0)
-                kept = _bcast(kept_pairs > 0, b.weight_shape)
-                exp = _bcast(eff_pairs, b.weight_shape)
-                # draw the pairs whose count of non-zero taps is right as right
-                nz = np.where(_bcast(bad, b.weight_shape), nz, exp)
+                kept, exp, nz = kept_pairs > 0, eff_pairs, eff_pairs ^ bad
+                per_pair.append(b.name)
         expected[b.name], got_b[b.name], kept_d[b.name] = exp, nz, kept
     wrong = [n for n in expected if not np.array_equal(expected[n], got_b[n])]
     if not (problems or wrong):
         return
     head = f"{err_msg}\n" if err_msg else ""
     pic = draw_weights(expected, got_b, kept_d)
+    if any(n in wrong for n in per_pair):
+        problems.append(f"{[n for n in per_pair if n in wrong]}: kernel taps compared per (out, in) pair, "
+                        "counted as the pairs whose number of non-zero taps is wrong (pass masks= for taps)")
     units = draw_units(graph, [("accessible", r.accessible), ("coaccessible", r.coaccessible)])
     _fail(f"{head}non-zero entries differ from the effective weights"
           + "".join(f"\n  {p}" for p in problems)
@@ -232,6 +232,12 @@ def _search(check: Callable, strategy, examples: Iterable, settings, max_example
         raise AssertionError(str(exc)) from None
 
 
+def _default_examples(nets, examples) -> list:
+    if examples is not None:
+        return list(examples)
+    return list(GRAPH_CORNER_CASES.values()) if nets is None else []
+
+
 def _float_masks(net: Net) -> dict[str, np.ndarray]:
     return {n: m.astype(np.float64) for n, m in net.masks.items()}
 
@@ -255,7 +261,8 @@ def assert_phi_exact(phi: Callable, nets=None, *, examples=None, settings=None, 
     nets : Hypothesis strategy of :class:`~netgraph.testing.Net`, optional
         Default :func:`~netgraph.testing.layered_nets`.
     examples : iterable of Net, optional
-        Tried first; default: the graph corner cases (``GRAPH_CORNER_CASES``).
+        Tried first.  Default: the graph corner cases (``GRAPH_CORNER_CASES``) when ``nets``
+        is None, none otherwise.
     settings : hypothesis.settings, optional
         Default: the active profile (``ci``, ``dev``, ``thorough``, …), without deadline.
     max_examples : int, optional
@@ -290,8 +297,8 @@ def assert_phi_exact(phi: Callable, nets=None, *, examples=None, settings=None, 
         except AssertionError as exc:
             _fail(f"{exc}\n\n{_counterexample(net)}")
 
-    examples = list(GRAPH_CORNER_CASES.values()) if examples is None else list(examples)
-    _search(check, nets if nets is not None else layered_nets(), examples, settings, max_examples)
+    _search(check, nets if nets is not None else layered_nets(), _default_examples(nets, examples), settings,
+            max_examples)
 
 
 def assert_factors_exact(factors: Callable, nets=None, *, examples=None, settings=None,
@@ -318,8 +325,8 @@ def assert_factors_exact(factors: Callable, nets=None, *, examples=None, setting
         except AssertionError as exc:
             _fail(f"{exc}\n\n{_counterexample(net)}")
 
-    examples = list(GRAPH_CORNER_CASES.values()) if examples is None else list(examples)
-    _search(check, nets if nets is not None else layered_nets(), examples, settings, max_examples)
+    _search(check, nets if nets is not None else layered_nets(), _default_examples(nets, examples), settings,
+            max_examples)
 
 
 # --------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import numpy as np
 
 from .._graph import GraphBuilder, LayeredGraph
 
-__all__ = ["Net", "EMPTY_LAYER", "WIDTH_ONE", "SKIP_AROUND_DEAD", "CONSTANT_FED", "CONCAT_OF_DEAD",
+__all__ = ["Net", "net_features", "EMPTY_LAYER", "WIDTH_ONE", "SKIP_AROUND_DEAD", "CONSTANT_FED", "CONCAT_OF_DEAD",
            "GRAPH_CORNER_CASES"]
 
 
@@ -154,3 +154,60 @@ GRAPH_CORNER_CASES = {
     "constant-fed weight": CONSTANT_FED,
     "concatenation of a dead branch": CONCAT_OF_DEAD,
 }
+
+
+def net_features(net: Net) -> set[str]:
+    """What a net exercises, as names (for ``hypothesis.event`` and coverage tests).
+
+    ``"two inputs"``, ``"width one"``, ``"empty layer"`` (an all-zero mask), ``"conv kernel"``,
+    ``"grouped conv"``, ``"flatten channels first"``, ``"flatten channels last"``,
+    ``"concatenation"``, ``"all-to-all"``, ``"constant"``, ``"skip"`` (a block that jumps over a
+    depth level), ``"identity skip"``, ``"weighted skip"``, ``"dead weight"``, ``"collapsed"``
+    (no output unit accessible), ``"skip around a dead layer"`` (a group with no effective unit
+    lies between the ends of a skip whose destination has one), ``"concatenation of a dead
+    part"``.
+    """
+    from .._reach import reachability
+    from .._graph import pair_selector
+
+    graph = net.graph
+    r = reachability(graph)
+    depth = graph.depth()
+    f = set()
+    if len(net.inputs) > 1:
+        f.add("two inputs")
+    if min(net.widths.values()) == 1:
+        f.add("width one")
+    for op in net.ops:
+        if op[0] == "weight":
+            if not op[4].any():
+                f.add("empty layer")
+            if op[4].ndim > 2:
+                f.add("conv kernel")
+            if op[5] > 1:
+                f.add("grouped conv")
+        elif op[0] == "expand" and op[3] > 1:
+            f.add("flatten channels last" if op[4] else "flatten channels first")
+        elif op[0] == "connect":
+            f.add("concatenation")
+        elif op[0] == "dense":
+            f.add("all-to-all")
+    if any(np.asarray(v).any() for v in net.constants.values()):
+        f.add("constant")
+    live = {g: r.accessible[g] & r.coaccessible[g] for g in graph.order}
+    for b in graph.blocks:
+        if depth[b.dst] - depth[b.src] > 1:
+            f.add("skip")
+            f.add("identity skip" if b.kind == "identity" else "weighted skip" if b.weighted else "skip")
+            if live[b.dst].any() and any(not live[g].any() for g in graph.order
+                                         if g not in graph.sources and depth[b.src] < depth[g] < depth[b.dst]):
+                f.add("skip around a dead layer")
+        if b.kind == "sparse" and not r.accessible[b.src].any():
+            f.add("concatenation of a dead part")
+        if b.weighted:
+            kept = net.masks[b.name]
+            if (kept & ~pair_selector(b, r.accessible[b.src], r.coaccessible[b.dst])).any():
+                f.add("dead weight")
+    if not any(r.accessible[s].any() for s in graph.sinks):
+        f.add("collapsed")
+    return f

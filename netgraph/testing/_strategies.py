@@ -195,20 +195,22 @@ def layered_nets(draw, max_groups: int = 6, max_width: int = 6, constants: bool 
     names = list(inputs)
     ops: list[tuple] = []
     n_hidden = draw(st.integers(1, max_groups - 1))
-    kind_choices = [k for k in ("linear", "linear", "conv", "expand", "dense", "concat") if k in kinds]
+    kind_choices = [k for k in LAYER_KINDS if k in kinds]
     for k in range(n_hidden):
         prev = names[-1]
         dst = f"g{k}"
         kind = draw(st.sampled_from(kind_choices))
+        residual = None
         if kind == "expand" and widths[prev] <= 2 * max_width:
-            factor = draw(st.integers(1, 3))
+            factor = draw(st.sampled_from([2, 3]))
             widths[dst] = widths[prev] * factor
             ops.append(("expand", prev, dst, factor, draw(st.booleans())))
         elif kind == "dense":
             widths[dst] = draw(st.integers(1, max_width))
             ops.append(("dense", prev, dst))
         elif kind == "conv":
-            groups = draw(st.sampled_from([d for d in (1, 2, 3) if widths[prev] % d == 0]))
+            divisors = [d for d in (2, 3) if widths[prev] % d == 0]
+            groups = draw(st.sampled_from([1] + divisors * 2))
             out = groups * draw(st.integers(1, max(1, max_width // groups)))
             widths[dst] = out
             k_h = draw(st.integers(1, 2))
@@ -225,22 +227,30 @@ def layered_nets(draw, max_groups: int = 6, max_width: int = 6, constants: bool 
             ops.append(("connect", prev, dst, np.eye(widths[prev], w, dtype=bool)))
             ops.append(("connect", br, dst, np.eye(widths[br], w, k=widths[prev], dtype=bool)))
         else:
-            widths[dst] = draw(st.integers(1, max_width))
+            if skips and len(names) > 1 and draw(st.integers(0, 2)) == 2:
+                # a residual block: dst = linear(prev) + earlier, by an identity skip
+                residual = draw(st.sampled_from(names[:-1]))
+                widths[dst] = widths[residual]
+            else:
+                widths[dst] = draw(st.integers(1, max_width))
             ops.append(("weight", f"{dst}.weight", prev, dst, _mask(draw, (widths[dst], widths[prev])), 1))
+            if residual is not None:
+                ops.append(("identity", residual, dst))
         # skip edges from any earlier group into dst (shrinks to none)
         if skips:
             for j, earlier in enumerate(names[:-1]):
-                if draw(st.integers(0, 3)) == 3:
-                    if widths[earlier] == widths[dst] and draw(st.booleans()):
+                if earlier != residual and draw(st.integers(0, 3)) == 3:
+                    if widths[earlier] == widths[dst] and not draw(st.integers(0, 3)) == 3:
                         ops.append(("identity", earlier, dst))
                     else:
                         ops.append(("weight", f"{dst}.skip{j}.weight", earlier, dst,
                                     _mask(draw, (widths[dst], widths[earlier])), 1))
         names.append(dst)
-    # a second input must feed something, else it is merely dead
-    if "x2" in inputs and not any(op[2 if op[0] == "weight" else 1] == "x2" for op in ops):
-        last = names[-1]
-        ops.append(("weight", f"{last}.from_x2.weight", "x2", last, _mask(draw, (widths[last], widths["x2"])), 1))
+    # every input must feed something, else it is merely dead (the spine starts at the last one)
+    for s in inputs:
+        if not any(op[2 if op[0] == "weight" else 1] == s for op in ops):
+            last = names[-1]
+            ops.append(("weight", f"{last}.from_{s}.weight", s, last, _mask(draw, (widths[last], widths[s])), 1))
     consts = {}
     if constants:
         for g in names[len(inputs):]:
