@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-import scipy.sparse as sp
+from ._lazy import sparse as sp  # scipy.sparse, imported on first use (start-up)
 
 from .errors import HasACycle, InvalidGraph
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
-import scipy.sparse as sp
+from ._lazy import sparse as sp  # scipy.sparse, imported on first use (start-up)
 
 from ._graph import DENSE, Block, LayeredGraph, pair_selector
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
-import scipy.sparse as sp
+from ._lazy import sparse as sp  # scipy.sparse, imported on first use (start-up)
 
 from .io._checkpoint import effective_tensor
 from ._graph import DENSE, IDENTITY, WEIGHTED, GraphBuilder, LayeredGraph
