@@ -176,27 +176,41 @@ def _gate_factors(as_sum: bool):
 
 
 def test_a_phi_that_reads_a_product_as_a_sum_fails_on_the_gate():
+    """The LayeredGraph has no product node, so the gate is checked at model level, against the
+    tap-level probe (default) and, independently, the random-point influence probe."""
     model, shape = nt.GATE_WITH_DEAD_BRANCH
     assert_model_factors_exact(_gate_factors(as_sum=False), model, shape, settings=CI)
+    influence = lambda m, s, masks: nt.influence_probe(m, s, masks)  # noqa: E731
+    assert_model_factors_exact(_gate_factors(as_sum=False), model, shape, oracle=influence, settings=CI)
     with pytest.raises(AssertionError) as info:
         assert_model_factors_exact(_gate_factors(as_sum=True), model, shape, settings=CI)
     msg = str(info.value)
     assert "gate.weight (2, 3): 6 reported but dead" in msg  # the corner case is tried first
     assert "head.weight (1, 2): 2 reported but dead" in msg
+    with pytest.raises(AssertionError, match="reported but dead"):  # and random masks find it too
+        assert_model_factors_exact(_gate_factors(as_sum=True), model, shape, examples=[], settings=CI)
 
 
-def test_model_corner_cases_against_the_probes():
-    """Hand-derived truth (see netgraph/testing/_cases.py) vs the float64 probes."""
-    model, shape = nt.GATE_WITH_DEAD_BRANCH
-    eff = nt.influence_probe(model, shape)
-    assert not eff["value.weight"].any() and not eff["gate.weight"].any() and not eff["head.weight"].any()
-    model, shape = nt.TAP_READS_ONLY_PADDING
-    for probe in (nt.influence_probe, nt.gradient_probe):
-        eff = probe(model, shape)
-        want = np.zeros((2, 1, 3, 3), bool)
-        want[1, 0, 1, 1] = True  # only the centre tap of channel 1 reads the pixel
-        np.testing.assert_array_equal(eff["0.weight"], want, err_msg=probe.__name__)
-        np.testing.assert_array_equal(eff["2.weight"], [[False, True]], err_msg=probe.__name__)
+@pytest.mark.parametrize("case", ["GATE_WITH_DEAD_BRANCH", "TAP_READS_ONLY_PADDING"])
+def test_model_corner_cases_against_the_probes_and_the_tracer(case):
+    """Hand-derived truth (see netgraph/testing/_cases.py) vs the three float64 probes and the
+    tap-level audit of the traced model."""
+    model, shape = getattr(nt, case)
+    if case == "GATE_WITH_DEAD_BRANCH":
+        want = {"value.weight": np.zeros((2, 3), bool), "gate.weight": np.zeros((2, 3), bool),
+                "head.weight": np.zeros((1, 2), bool)}
+        probes = (nt.tap_probe, nt.influence_probe)  # the linearised probe reads sigmoid as identity
+    else:
+        want = {"0.weight": np.zeros((2, 1, 3, 3), bool), "2.weight": np.array([[False, True]])}
+        want["0.weight"][1, 0, 1, 1] = True  # only the centre tap of channel 1 reads the pixel
+        probes = (nt.tap_probe, nt.influence_probe, nt.gradient_probe)
+    for probe in probes:
+        got = probe(model, shape)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{probe.__name__} {name}")
+    states = trace_model(model, shape).weight_states()
+    for name in want:
+        np.testing.assert_array_equal(states[name].effective, want[name], err_msg=f"tracer {name}")
 
 
 # -- the assertions against the networkx oracle ----------------------------------------------

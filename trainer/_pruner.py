@@ -37,7 +37,7 @@ Example
 ...     loss = F.cross_entropy(net(x), y) + pruner.loss()
 ...     opt.zero_grad(); loss.backward(); opt.step(); pruner.step()
 >>> masks = pruner.finish()
->>> pruner.squash()
+>>> _ = pruner.squash()
 >>> int(sum(m.sum() for m in masks.values())) == pruner.c
 True
 """

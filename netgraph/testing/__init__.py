@@ -38,8 +38,10 @@ Assertions
 =======================================  ===================================================
 
 Oracles and pictures: ``reachability_oracle``, ``weight_status_oracle``, ``unit_graph``,
-``unit_edges`` (networkx), ``dense_chain_product``, ``mlp_forward``, ``gradient_probe``,
-``influence_probe`` (torch, float64), ``draw_graph``, ``draw_units``.  Settings profiles
+``unit_edges`` (networkx), ``dense_chain_product``, ``mlp_forward``; torch, float64:
+``tap_probe`` (the tap-level probe: products, gates, padding; constants apart),
+``gradient_probe`` (linearised), ``influence_probe`` (random-point gradients),
+``masked_copy``; pictures: ``draw_graph``, ``draw_units``, ``draw_weights``.  Settings profiles
 ``ci``, ``dev``, ``thorough`` are registered on import (``load_profile``).
 ``netgraph.testing.models`` is the shared model zoo (torchvision-style ResNet, VGG, MobileNet,
 DenseNet, ``SpecNet``, …; imports torch).
@@ -67,7 +69,8 @@ _PUBLIC = {
                      "assert_factors_exact", "assert_model_factors_exact", "assert_function_preserved",
                      "prunable_weights"],
     "._oracles": ["reachability_oracle", "weight_status_oracle", "unit_graph", "unit_edges", "sinks",
-                  "dense_chain_product", "mlp_forward", "gradient_probe", "influence_probe"],
+                  "dense_chain_product", "mlp_forward", "gradient_probe", "influence_probe", "masked_copy"],
+    "._probe": ["tap_probe", "ProbeResult"],
     "._picture": ["draw_graph", "draw_units", "draw_weights"],
     "._profiles": ["PROFILES", "register_profiles", "load_profile"],
 }

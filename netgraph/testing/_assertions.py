@@ -13,8 +13,8 @@ Contract
   masks and returns array-likes (numpy, torch, JAX, … anything ``np.asarray`` reads, or a
   tensor with ``.detach()``).
 * :func:`assert_model_factors_exact` does the same for a torch model whose topology a graph
-  cannot state (products / gates, zero padding): the truth is
-  :func:`~netgraph.testing.influence_probe` (or the ``oracle`` you pass).
+  cannot state (products / gates, zero padding): the truth is the tap-level probe
+  :func:`~netgraph.testing.tap_probe` (or the ``oracle`` you pass).
 * :func:`assert_function_preserved`: zeroing the weights called dead leaves the outputs of a
   torch model unchanged, in float64.
 
@@ -372,17 +372,20 @@ def assert_model_factors_exact(factors: Callable, model, input_shape, *, sparsit
     examples : iterable of mask dicts, optional
         Tried first; default: the model's own masks (``weight_mask``, else ``weight != 0``).
     oracle : callable ``oracle(model, input_shape, masks) -> {name: bool array}``, optional
-        Default :func:`~netgraph.testing.influence_probe` (exact for smooth models without
-        biases).
+        The effective weights of ``model`` pruned with ``masks``.  Default: the tap-level
+        probe, :func:`~netgraph.testing.tap_probe` on :func:`~netgraph.testing.masked_copy`
+        (products, gates, zero padding, biases apart); :func:`~netgraph.testing.influence_probe`
+        is an independent alternative for smooth models without biases.
     """
     from hypothesis import strategies as st
 
-    from ._oracles import influence_probe
+    from ._oracles import masked_copy
+    from ._probe import tap_probe
     from ._strategies import _check_sparsity, _mask_at
 
     shapes = prunable_weights(model)
     sparsity = _check_sparsity(sparsity)
-    oracle = oracle or (lambda m, s, masks: influence_probe(m, s, masks))
+    oracle = oracle or (lambda m, s, masks: tap_probe(masked_copy(m, masks), s))
 
     @st.composite
     def mask_sets(draw):

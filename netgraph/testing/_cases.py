@@ -14,8 +14,9 @@ because they depend on what the model computes:
   coaccessible) although ``sigmoid`` never vanishes, and ``head`` is dead (not
   accessible).  Reading the product as a sum calls the gate and the head effective.
 
-Neither model has a bias, so "influences the output" and "effective" coincide
-(:func:`~netgraph.testing.influence_probe` is their oracle).  Weights are in torch's prune
+Neither model has a bias, so "influences the output" and "effective" coincide: the
+tap-level probe (:func:`~netgraph.testing.tap_probe`) and the random-point gradient probe
+(:func:`~netgraph.testing.influence_probe`) are both their oracles.  Weights are in torch's prune
 format (``weight_orig`` random normal, ``weight_mask`` the mask).  Each access of the
 module attribute builds a fresh model (``netgraph.testing.GATE_WITH_DEAD_BRANCH``), so
 tests may modify it.  Importing this module imports torch.

@@ -16,7 +16,7 @@ import itertools
 import numpy as np
 
 __all__ = ["unit_edges", "sinks", "unit_graph", "reachability_oracle", "weight_status_oracle",
-           "dense_chain_product", "mlp_forward", "gradient_probe", "influence_probe"]
+           "dense_chain_product", "mlp_forward", "gradient_probe", "influence_probe", "masked_copy"]
 
 
 def unit_edges(net):
@@ -282,3 +282,18 @@ def _float64_copy(model, masks):
                 with torch.no_grad():
                     mod.weight.mul_(torch.as_tensor(np.asarray(masks[key], bool), dtype=mod.weight.dtype))
     return m.double().eval()
+
+
+def masked_copy(model, masks):
+    """A float64 copy of ``model`` (plain weights, eval mode) whose Linear / ConvNd weights
+    listed in ``masks`` are the masks themselves (1.0 kept, 0.0 pruned): what the probes read
+    as "this model pruned with these masks".  The caller's model is untouched."""
+    import torch
+
+    m = _float64_copy(model, {})
+    for name, mod in m.named_modules():
+        key = f"{name}.weight" if name else "weight"
+        if key in masks:
+            with torch.no_grad():
+                mod.weight.copy_(torch.as_tensor(np.asarray(masks[key], bool), dtype=torch.float64))
+    return m
