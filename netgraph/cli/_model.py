@@ -251,14 +251,16 @@ def load_model(spec: str, path: str, *, model_kwargs: str | Mapping | None = Non
 
     model = build_model(spec, model_kwargs)
     ckpt, notes = read_checkpoint(path)
-    if ckpt.state_dict_key is not None:
-        notes.append(f"note: {path}: the state_dict is read from its {ckpt.state_dict_key!r} entry")
     model_keys = set(model.state_dict().keys())
     keys = list(ckpt.tensors)
     prefix = _match_prefix(path, spec, keys, model_keys, key_prefix)
+    mapped = []
+    if ckpt.state_dict_key is not None:
+        mapped.append(f"read the state_dict from its {ckpt.state_dict_key!r} entry")
     if prefix and key_prefix is None:
-        notes.append(f"note: {path}: keys matched to the model by removing the prefix {prefix!r} "
-                     f"({len(keys)} keys); the output keeps it")
+        mapped.append(f"removed the prefix {prefix!r} from its {len(keys)} keys")
+    if mapped:
+        notes.append(f"note: {path}: {' and '.join(mapped)} to fit the model; outputs keep the same layout")
     tensors = {(k[len(prefix):] if k.startswith(prefix) else k): torch.from_numpy(v.copy())
                for k, v in ckpt.tensors.items()}
     prune_keys = set()
@@ -358,10 +360,13 @@ def _scores(user: UserModel, path: str | None) -> tuple[dict | None, dict | None
 
     from ..io import load_checkpoint
 
+    import numpy as np
+
     raw = {}
     for k, v in load_checkpoint(path).tensors.items():
-        raw[k[len(user.prefix):] if user.prefix and k.startswith(user.prefix) else k] = v
-    return {k: torch.from_numpy(abs(v.copy())) for k, v in raw.items()}, raw
+        if np.ndim(v) >= 1:  # score tensors; a step counter beside them is no score
+            raw[k[len(user.prefix):] if user.prefix and k.startswith(user.prefix) else k] = np.asarray(v)
+    return {k: torch.from_numpy(np.abs(v)) for k, v in raw.items()}, raw
 
 
 def _prune_layout(state: Mapping[str, Any], prune_keys) -> dict:
@@ -454,6 +459,11 @@ def repair_with_model(args):
         chosen = {}
         for name, (qual, param) in traced.params.items():
             w = getattr(model.get_submodule(qual), param)
+            if name not in user.prune_keys and (raw_scores is None or name not in raw_scores):
+                raise NetgraphError(
+                    f"{args.path}: weight {user.prefix + name!r} stores zeros where it was pruned, so nothing ranks "
+                    "the connections to re-add; give --scores FILE (a state_dict of tensors by weight name, the "
+                    "largest |score| wins) or a checkpoint in torch's prune format (weight_orig + weight_mask)")
             chosen[name] = new_values_for(name, prune_format=name in user.prune_keys, new_values=new_values,
                                           scores=raw_scores,
                                           values=values, shape=tuple(w.shape), where=args.path)
@@ -490,7 +500,7 @@ def repair_with_model(args):
     meta = {"topology": _spec_with_prefix(after_traced, set(tensors), user.prefix), "audit": after.to_dict(),
             "repair": mode, "input": os.path.abspath(args.path), "model": args.model, **extra}
     notes += write_like(user.ckpt, tensors, meta, output, key_prefix=user.prefix,
-                        check=lambda written: _same_audit(written, after, output))
+                        check=lambda written: _same_audit(written, after, output, user.prefix))
     b, a = before.summary, after.summary
     removed, added = _changes(model, repaired, traced) if mode != "compact" else (b.kept - a.kept, 0)
     if mode == "reconnect" and a.kept < b.kept:
@@ -524,14 +534,25 @@ def _changes(model, repaired, traced) -> tuple[int, int]:
     return removed, added
 
 
-def _same_audit(written, after, output: str) -> None:
+COMPARED = ("name", "shape", "weights", "kept", "effective", "dead", "constant")
+
+
+def _same_audit(written, after, output: str, prefix: str = "") -> None:
+    """The written file, audited from its stored topology, must count what the traced
+    repaired model counts (per layer: kept, effective, dead, constant)."""
     from ..io import graph_from_checkpoint
     from .._audit import audit
 
     check = audit(graph_from_checkpoint(written), source=output)
-    if check.to_dict()["layers"] != after.to_dict()["layers"]:
+    got = [{k: layer.get(k) for k in COMPARED} for layer in check.to_dict()["layers"]]
+    for layer in got:  # the file's names carry the prefix the model's keys were matched without
+        if prefix and layer["name"].startswith(prefix):
+            layer["name"] = layer["name"][len(prefix):]
+    want = [{k: layer.get(k) for k in COMPARED} for layer in after.to_dict()["layers"]]
+    if got != want:
+        bad = next((g["name"] for g, w in zip(got, want) if g != w), None)
         raise NetgraphError(f"{output}: the file as written audits differently from the repaired model "
-                            "(nothing was written)")
+                            f"(first at layer {bad!r}); nothing was written")
 
 
 def _set_new_values(model, repaired, traced, chosen) -> None:
