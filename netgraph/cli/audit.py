@@ -50,6 +50,12 @@ def run(args) -> int:
 
         return audit_with_model(args)
     from netgraph.errors import NetgraphError
+    from netgraph.io import audit_onnx, is_onnx
+
+    if is_onnx(args.path):  # the graph is in the file: no --model needed
+        from ._options import parse_input_shape
+
+        return finish(args, audit_onnx(args.path, input_shape=parse_input_shape(args.input_shape)))
     from netgraph.io._stream import audit_path  # streamed (issue 12): the in-memory report, in constant memory
 
     for flag in ("model_kwargs", "input_shape", "key_prefix"):

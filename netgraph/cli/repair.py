@@ -89,8 +89,13 @@ def run(args) -> int:
         from netgraph.cli._model import repair_with_model
 
         return report(args, repair_with_model(args))
-    from netgraph.io import repair_checkpoint
+    from netgraph.io import is_onnx, repair_checkpoint, repair_onnx
 
+    if is_onnx(args.path):  # the graph is in the file: no --model needed
+        from ._options import parse_input_shape
+
+        return report(args, repair_onnx(args.path, args.output, args.mode, force=args.force,
+                                        input_shape=parse_input_shape(args.input_shape)))
     if args.mode == "compact":
         raise NetgraphError("--mode compact removes units physically and needs the model: give --model MODULE:FACTORY")
     for flag in ("verify", "model_kwargs", "input_shape", "key_prefix"):

@@ -27,7 +27,7 @@ from ._checkpoint import (
     save_checkpoint,
 )
 from ._infer import graph_from_checkpoint, infer_chain
-from ._onnx import OnnxModel, audit_onnx, is_onnx, prune_onnx, read_onnx
+from ._onnx import OnnxModel, audit_onnx, is_onnx, prune_onnx, read_onnx, repair_onnx
 from ._repair import CheckpointRepair, repair_checkpoint
 from ._write import atomic_dir, output_dir, output_path, read_sidecar, remove_stale_temporaries, sidecar_path
 
@@ -47,6 +47,7 @@ __all__ = [
     "is_onnx",
     "prune_onnx",
     "read_onnx",
+    "repair_onnx",
     "CheckpointRepair",
     "repair_checkpoint",
     "output_path",

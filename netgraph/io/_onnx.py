@@ -43,7 +43,7 @@ import numpy as np
 
 from ..errors import BadCheckpoint, NetgraphError
 
-__all__ = ["OnnxModel", "OnnxWeight", "read_onnx", "audit_onnx", "prune_onnx", "is_onnx"]
+__all__ = ["OnnxModel", "OnnxWeight", "read_onnx", "audit_onnx", "prune_onnx", "repair_onnx", "is_onnx"]
 
 #: protobuf cannot hold a message of 2 GiB or more; bigger files use external data.
 MAX_ONNX_BYTES = 2**31 - 1
@@ -682,7 +682,9 @@ def _pool(kind: str):
             if len(node.output) > 1 and node.output[1]:
                 return None
             fn = [F.max_pool1d, F.max_pool2d, F.max_pool3d][k - 1]
-            return [c.call(fn, x, kernel, strides, pads[:k], dil, ceil_mode=ceil)]
+            if any(d != 1 for d in dil):
+                return [c.call(fn, x, kernel, strides, pads[:k], dil, ceil_mode=ceil)]
+            return [c.call(fn, x, kernel, strides, pads[:k], ceil_mode=ceil)]
         if any(d != 1 for d in dil):
             return None
         fn = [F.avg_pool1d, F.avg_pool2d, F.avg_pool3d][k - 1]
@@ -702,7 +704,12 @@ def _flatten(c, node, ins, attrs):
 
 
 def _reshape_to(c, x: _Act, shape) -> _Act:
-    return c.call(c.torch.reshape, x, tuple(int(s) for s in shape))
+    """Reshape to the concrete ``shape``; a kept leading (batch) size becomes ``-1`` so the
+    graph also runs on other batch sizes (the probe and the tap analysis stack halves)."""
+    shape = [int(s) for s in shape]
+    if shape and x.ex.ndim and shape[0] == x.ex.shape[0] and math.prod(shape[1:]) > 0:
+        shape[0] = -1
+    return c.call(c.torch.reshape, x, tuple(shape))
 
 
 def _reshape(c, node, ins, attrs):
@@ -723,16 +730,22 @@ def _reshape(c, node, ins, attrs):
 
 def _squeeze_like(c, node, ins, attrs):
     x = ins[0]
-    from onnx.reference import ReferenceEvaluator
-
-    feeds = {node.input[0]: np.zeros(tuple(x.ex.shape), dtype=np.float32)}
-    for name, v in zip(node.input[1:], ins[1:]):
-        if isinstance(v, _Act):
+    if len(ins) > 1 and ins[1] is not None:
+        if isinstance(ins[1], _Act):
             return None
-        if name:
-            feeds[name] = v
-    out = ReferenceEvaluator(node, opsets={"": c.opset}).run(None, feeds)[0]
-    return [_reshape_to(c, x, out.shape)]
+        axes = [int(a) for a in np.asarray(ins[1]).reshape(-1)]
+    else:
+        axes = [int(a) for a in attrs.get("axes", [])]
+    if node.op_type == "Unsqueeze":
+        nd = x.ex.ndim + len(axes)
+        for a in sorted(a + nd if a < 0 else a for a in axes):
+            x = c.call(c.torch.unsqueeze, x, a)
+        return [x]
+    if not axes:
+        axes = [i for i, n in enumerate(x.ex.shape) if n == 1]
+    for a in sorted((a + x.ex.ndim if a < 0 else a for a in axes), reverse=True):
+        x = c.call(c.torch.squeeze, x, a)
+    return [x]
 
 
 def _transpose(c, node, ins, attrs):
@@ -1023,3 +1036,24 @@ def _audit_of(m: OnnxModel, source: str):
 
     report = _traced(m).audit(source=source)
     return replace(report, warnings=tuple(report.warnings) + m.warnings) if m.warnings else report
+
+
+def repair_onnx(path: str | os.PathLike, output: str | os.PathLike, mode: str = "prune", *, force: bool = False,
+                input_shape: Sequence[int] | None = None):
+    """``netgraph repair model.onnx -o OUT``: the output contract, then :func:`prune_onnx`.
+
+    Only ``prune`` is offered for ONNX: reconnecting would add weights whose values the file
+    cannot tell, and compaction rewrites shapes across the graph.
+    """
+    from ._repair import CheckpointRepair
+    from ._write import output_path
+
+    if mode != "prune":
+        raise NetgraphError(f"{os.fspath(path)}: --mode {mode} is not available for ONNX files; "
+                            "--mode prune zeroes the dead weights and writes ONNX back")
+    if not is_onnx(output):
+        raise NetgraphError(f"{os.fspath(output)}: the output of an ONNX repair is an ONNX file; "
+                            "give -o with the .onnx suffix")
+    out = output_path(output, force=force, inputs=[path])
+    before, after = prune_onnx(path, out, input_shape=input_shape)
+    return CheckpointRepair(out, mode, before, after, removed=before.summary.kept - after.summary.kept, added=0)
