@@ -205,9 +205,10 @@ def _unwrap(obj, path: str) -> tuple[dict, dict, str | None]:
     """Find the state_dict inside a loaded object: ``(state_dict, meta, key)``.
 
     A wrapper (``state_dict`` / ``model_state_dict`` / ``model``) is used when exactly one
-    holds a state_dict, or when several hold the same one; wrappers that disagree, tensors
-    both at the top level and in a wrapper, and a ``netgraph`` entry that is not a dict are
-    refused: netgraph never picks one of two readings silently.
+    holds a state_dict, or when several hold the same one; wrappers that disagree and a
+    ``netgraph`` entry that is not a dict are refused: netgraph never picks one of two
+    readings silently.  (Other entries beside a wrapper — an optimizer, an RNG state — are
+    kept in ``root`` and not read as weights.)
     """
     if not isinstance(obj, Mapping):
         raise BadCheckpoint(f"{path}: holds a {type(obj).__name__}, expected a state_dict (a dict of tensors)")
@@ -230,12 +231,6 @@ def _unwrap(obj, path: str) -> tuple[dict, dict, str | None]:
                 f"{path}: the wrappers {key!r} and {other!r} hold different state_dicts ({diff}); "
                 "netgraph will not choose one: keep one of them"
             )
-    loose = [k for k, v in obj.items() if k not in wrappers and _is_tensor(v)]
-    if loose:
-        raise BadCheckpoint(
-            f"{path}: holds tensors both at the top level ({show(loose[0])}) and under {key!r}; "
-            "which ones are the model's is ambiguous: keep one state_dict"
-        )
     _string_keys(inner, path, repr(key))
     return dict(inner), dict(meta), key
 
@@ -282,17 +277,18 @@ def _load_safetensors(path: str, fh=None, size: int | None = None) -> tuple[dict
     return tensors, meta, dtypes
 
 
-def _validate(tensors: Mapping[str, np.ndarray], path: str) -> None:
+def check_structure(tensors: Mapping[str, Any], path: str) -> None:
+    """The checks of a state_dict that need shapes only, no values (the streaming audit calls
+    this on shape-only placeholders): keys are printable strings; no tensor is stored both
+    plain and in prune format; BatchNorm tensors agree on one width."""
     if not tensors:
         raise BadCheckpoint(f"{path}: the state_dict is empty (no tensors)")
-    for key, t in tensors.items():
-        if t.dtype.kind == "f" and t.size and not np.isfinite(t).all():
-            bad = "NaN" if np.isnan(t).any() else "Inf"
-            raise BadCheckpoint(f"{path}: tensor {show(key)} contains {bad}; weights must be finite")
-        if key.endswith("_mask"):
-            if t.dtype != bool and not ((t == 0) | (t == 1)).all():
-                found = np.unique(t[(t != 0) & (t != 1)])[:3].tolist()
-                raise BadCheckpoint(f"{path}: mask {show(key)} has values {found}; masks must be 0 or 1")
+    for key in tensors:
+        if not isinstance(key, str) or not key.isprintable():
+            raise BadCheckpoint(
+                f"{path}: key {show(key)} holds control characters (newline, ANSI escape, ...); "
+                "state_dict keys are printable module paths"
+            )
         if key + "_orig" in tensors or key + "_mask" in tensors:
             pair = key + "_orig" if key + "_orig" in tensors else key + "_mask"
             raise BadCheckpoint(
@@ -302,6 +298,23 @@ def _validate(tensors: Mapping[str, np.ndarray], path: str) -> None:
     _check_batchnorms(tensors, path)
 
 
+def check_values(key: str, t: np.ndarray, path: str) -> None:
+    """The checks of one tensor's values (a chunk of it is fine): finite; a ``*_mask`` is 0/1."""
+    if t.dtype.kind == "f" and t.size and not np.isfinite(t).all():
+        bad = "NaN" if np.isnan(t).any() else "Inf"
+        raise BadCheckpoint(f"{path}: tensor {show(key)} contains {bad}; weights must be finite")
+    if key.endswith("_mask"):
+        if t.dtype != bool and not ((t == 0) | (t == 1)).all():
+            found = np.unique(t[(t != 0) & (t != 1)])[:3].tolist()
+            raise BadCheckpoint(f"{path}: mask {show(key)} has values {found}; masks must be 0 or 1")
+
+
+def _validate(tensors: Mapping[str, np.ndarray], path: str) -> None:
+    check_structure(tensors, path)
+    for key, t in tensors.items():
+        check_values(key, t, path)
+
+
 def _check_batchnorms(tensors: Mapping[str, np.ndarray], path: str) -> None:
     """Every ``P.running_mean`` comes with 1-D statistics and affine parameters of one width."""
     for key in tensors:
@@ -309,7 +322,7 @@ def _check_batchnorms(tensors: Mapping[str, np.ndarray], path: str) -> None:
             continue
         prefix = key[: -len(".running_mean")]
         mean = tensors[key]
-        if mean.ndim != 1:
+        if len(mean.shape) != 1:
             raise BadCheckpoint(
                 f"{path}: BatchNorm {show(prefix)}: running_mean has shape {tuple(mean.shape)}; it must be 1-D "
                 "(one value per channel)"
