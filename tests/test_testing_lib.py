@@ -392,3 +392,33 @@ def test_profiles_are_registered():
     ci = settings.get_profile("ci")
     assert ci.derandomize and ci.deadline is None and ci.database is None
     assert settings.get_profile("dev").max_examples < ci.max_examples < settings.get_profile("thorough").max_examples
+
+
+# -- the documentation example ----------------------------------------------------------------
+
+def test_the_documentation_example_fails_then_passes_as_shown(monkeypatch):
+    """docs/testing.md: the MLP φ passes on MLPs and fails on a skip; the pasted counterexample is
+    real (networkx disagrees with the MLP φ on it, not with the fixed one); the fix passes."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "testing.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```(\w+)\n(.*?)```", doc, flags=re.S)
+    python = [code for lang, code in blocks if lang == "python"]
+    example, rerun = python[0], python[1]
+    diff = next(code for lang, code in blocks if lang == "diff")
+    shown = next(code for lang, code in blocks if lang == "text" and "as an @example" in code)
+    monkeypatch.setattr(nt, "load_profile", lambda name: None)  # keep the session's profile
+    ns: dict = {}
+    with pytest.raises(AssertionError) as info:
+        exec(compile(example, "docs/testing.md", "exec"), ns)  # noqa: S102 - our own documentation
+    assert "phi_r wrong" in str(info.value)
+    net = _rebuild(shown)
+    assert _disagrees_with_oracle(ns["my_phi"], net)
+    fixed = example
+    for old, new in zip(re.findall(r"^-(.*)$", diff, flags=re.M), re.findall(r"^\+(.*)$", diff, flags=re.M)):
+        assert old in fixed
+        fixed = fixed.replace(old, new)
+    fixed = fixed.split("assert_phi_exact(my_phi", 1)[0]  # the definitions only
+    exec(compile(fixed, "docs/testing.md", "exec"), ns)  # noqa: S102
+    assert not _disagrees_with_oracle(ns["my_phi"], net)
+    exec(compile(rerun, "docs/testing.md", "exec"), ns)  # noqa: S102
