@@ -55,7 +55,7 @@ from __future__ import annotations
 import importlib
 
 try:  # register the profiles when Hypothesis is installed (it is a test extra)
-    from . import _profiles  # noqa: F401
+    importlib.import_module("._profiles", __name__)
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised without hypothesis
     if exc.name != "hypothesis":
         raise
