@@ -497,10 +497,13 @@ def repair_with_model(args):
                             f"(new keys {_short(new)}; missing {_short(gone)}); nothing was written")
     after_traced = trace_model(repaired, shape)
     after = after_traced.audit(source=output)
+    # a stored topology has no spatial sizes: the file audits at channel level, so that is
+    # what the written file is compared with (``after``, tap level, is what is reported)
+    stored = after_traced.audit(source=output, resolution="channel")
     meta = {"topology": _spec_with_prefix(after_traced, set(tensors), user.prefix), "audit": after.to_dict(),
             "repair": mode, "input": os.path.abspath(args.path), "model": args.model, **extra}
     notes += write_like(user.ckpt, tensors, meta, output, key_prefix=user.prefix,
-                        check=lambda written: _same_audit(written, after, output, user.prefix))
+                        check=lambda written: _same_audit(written, stored, output, user.prefix))
     b, a = before.summary, after.summary
     removed, added = _changes(model, repaired, traced) if mode != "compact" else (b.kept - a.kept, 0)
     if mode == "reconnect" and a.kept < b.kept:
@@ -539,7 +542,7 @@ COMPARED = ("name", "shape", "weights", "kept", "effective", "dead", "constant")
 
 def _same_audit(written, after, output: str, prefix: str = "") -> None:
     """The written file, audited from its stored topology, must count what the traced
-    repaired model counts (per layer: kept, effective, dead, constant)."""
+    repaired model counts at channel level (per layer: kept, effective, dead, constant)."""
     from ..io import graph_from_checkpoint
     from .._audit import audit
 
