@@ -62,7 +62,8 @@ def check_file(path, ext):
     pytest.param(["masks", "{ckpt}", "--layer", "fc*.weight"], id="masks-glob-diagonal"),
     pytest.param(["connectivity", "{ckpt}"], id="connectivity-layered"),
     pytest.param(["connectivity", "{ckpt}", "--style", "bars"], id="connectivity-bars"),
-    pytest.param(["receptive", "{ckpt}", "--input-shape", "2x3"], id="receptive"),
+    pytest.param(["receptive", "{ckpt}", "--image-shape", "2,3"], id="receptive"),
+    pytest.param(["connectivity", "{ckpt}", "--compare", "{ckpt}"], id="connectivity-compare"),
     pytest.param(["ablation", "{results}"], id="ablation"),
 ])
 def test_plot_writes_a_valid_file(tmp_path, ckpt, results, capsys, argv, ext):
@@ -86,7 +87,12 @@ def test_plot_writes_a_valid_file(tmp_path, ckpt, results, capsys, argv, ext):
     pytest.param(["masks", "{ckpt}", "--crop", "0,2,0,3"], "--crop needs --layer", id="crop-without-layer"),
     pytest.param(["masks", "{tmp}/missing.pt"], "no such file", id="missing-checkpoint"),
     pytest.param(["masks", "{results}"], "ablation.json", id="json-as-checkpoint"),
-    pytest.param(["receptive", "{ckpt}", "--input-shape", "4x4"], "input_shape", id="input-shape"),
+    pytest.param(["receptive", "{ckpt}", "--image-shape", "4,4"], "input_shape", id="image-shape"),
+    pytest.param(["receptive", "{ckpt}", "--image-shape", "2x3"], "separated by commas", id="image-shape-x"),
+    pytest.param(["connectivity", "{ckpt}", "--style", "layered", "--max-units", "10"], "readable up to 10 units",
+                 id="layered-too-big"),
+    pytest.param(["connectivity", "{ckpt}", "--compare", "{ckpt}", "--style", "bars"], "--compare",
+                 id="compare-bars"),
     pytest.param(["receptive", "{ckpt}", "--group", "nope"], "no group named 'nope'", id="unknown-group"),
     pytest.param(["ablation", "{ckpt}"], "net.pt", id="checkpoint-as-json"),
     pytest.param(["ablation", "{tmp}/missing.json"], "no such file", id="missing-json"),
@@ -112,7 +118,56 @@ def test_unknown_extension_is_refused_before_any_work(tmp_path, ckpt, capsys, na
 
 def test_missing_output_folder(tmp_path, ckpt, capsys):
     assert main(["plot", "connectivity", str(ckpt), "-o", str(tmp_path / "no" / "f.png")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "netgraph: error: " in capsys.readouterr().err
+
+
+def test_existing_output_needs_force_and_the_input_is_never_replaced(tmp_path, ckpt, capsys):
+    out = tmp_path / "f.png"
+    out.write_bytes(b"old")
+    assert main(["plot", "connectivity", str(ckpt), "-o", str(out)]) == 2
+    assert out.read_bytes() == b"old"                      # refused before any work, nothing written
+    assert main(["plot", "connectivity", str(ckpt), "-o", str(out), "--force"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    before = ckpt.read_bytes()
+    assert main(["plot", "masks", str(ckpt), "-o", str(ckpt), "--force"]) == 2
+    assert ckpt.read_bytes() == before
+
+
+def _help(argv, capsys) -> str:
+    assert main(argv + ["--help"]) == 0
+    return capsys.readouterr().out
+
+
+def test_help_lists_every_kind_and_every_option_has_help_and_default(capsys):
+    import re
+
+    top = _help(["plot"], capsys)
+    for kind in ("masks", "connectivity", "receptive", "ablation"):
+        assert kind in top
+    for argv in (["plot", "masks"], ["plot", "connectivity"], ["plot", "receptive"], ["plot", "ablation"],
+                 ["ablate"], ["demo"]):
+        text = _help(argv, capsys)
+        options = text.split("options:", 1)[1]
+        # every option line (a flag at the start of an entry) carries a help text ending in its default
+        entries = re.split(r"\n  (?=-)", options)
+        for entry in entries[1:]:
+            flag = entry.split()[0]
+            if flag in ("-h,", "-h"):
+                continue
+            assert re.search(r"\((default: [^)]*|required)\)|omitted:", " ".join(entry.split())), (argv, flag)
+    assert "1,3,224,224" in _help(["plot", "masks"], capsys)  # one spelling of shapes: commas
+
+
+def test_ablate_defaults_are_the_configs():
+    from dataclasses import fields
+
+    trainer = pytest.importorskip("trainer")
+    from netgraph.cli.ablate import DEFAULTS
+
+    cfg = {f.name: f.default for f in fields(trainer.AblationConfig)}
+    for key, value in DEFAULTS.items():
+        assert cfg[key] == value, key
 
 
 def test_usage_errors(capsys):

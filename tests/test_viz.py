@@ -17,12 +17,14 @@ from hypothesis import example, given, settings
 
 import viz
 from netgraph import GraphBuilder, audit, chain, reachability
+from netgraph import unit_states as netgraph_unit_states
 from tests.oracles import reachability_oracle, unit_edges, unit_graph
 from tests.strategies import CONSTANT_FED, EMPTY_LAYER, SKIP_AROUND_DEAD, WIDTH_ONE, chain_masks, layered_nets
-from viz._style import CONSTANT, DEAD, KEPT, NOT_A_WEIGHT, PRUNED, rgb8
+from viz._style import CONSTANT, DEAD, KEPT, NOT_A_WEIGHT, NOT_COACCESSIBLE, PRUNED, rgb8
 
+# "dead" = dead because not accessible (vermillion); "no_output" = dead, accessible but not coaccessible
 COLOURS = {"kept": rgb8(KEPT), "pruned": rgb8(PRUNED), "dead": rgb8(DEAD), "constant": rgb8(CONSTANT),
-           "none": rgb8(NOT_A_WEIGHT)}
+           "none": rgb8(NOT_A_WEIGHT), "no_output": rgb8(NOT_COACCESSIBLE)}
 
 
 def canvas(fig) -> np.ndarray:
@@ -39,10 +41,11 @@ def classify(img: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def oracle_dead_weights(net) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per weight: (dead, constant) bool arrays of the mask's shape, from networkx reachability."""
+def oracle_dead_weights(net) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per weight: (dead, constant, not coaccessible) bool arrays of the mask's shape, from
+    networkx reachability; "not coaccessible" = dead with an accessible source."""
     acc, coacc, const = reachability_oracle(net)
-    out = {op[1]: (np.zeros(op[4].shape, bool), np.zeros(op[4].shape, bool)) for op in net.weight_ops}
+    out = {op[1]: tuple(np.zeros(op[4].shape, bool) for _ in range(3)) for op in net.weight_ops}
     for a, b, w in unit_edges(net):
         if w is None:
             continue
@@ -50,6 +53,7 @@ def oracle_dead_weights(net) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if not (a in acc and b in coacc):
             out[name][0][idx] = True
             out[name][1][idx] = (a not in acc) and (a in const) and (b in coacc)
+            out[name][2][idx] = a in acc
     return out
 
 
@@ -77,9 +81,11 @@ def test_exact_mask_pixels_are_the_mask_and_the_audits_dead_set(net):
         assert img.shape[:2] == unfolded(mask).shape  # one pixel per entry
         px = classify(img)
         assert not px["constant"].any()  # constant weights are dead: warning colour by default
-        np.testing.assert_array_equal(px["kept"] | px["dead"], unfolded(mask))
-        np.testing.assert_array_equal(px["dead"], unfolded(expected[name][0]))
-        assert int(px["dead"].sum()) == report.layer(name).dead
+        np.testing.assert_array_equal(px["kept"] | px["dead"] | px["no_output"], unfolded(mask))
+        dead, _, no_output = (unfolded(a) for a in expected[name])
+        np.testing.assert_array_equal(px["no_output"], no_output)  # the two kinds of dead in two hues
+        np.testing.assert_array_equal(px["dead"], dead & ~no_output)
+        assert int(px["dead"].sum() + px["no_output"].sum()) == report.layer(name).dead
 
 
 @settings(max_examples=15)
@@ -93,7 +99,7 @@ def test_exact_mask_with_constant_colour(net):
         name, mask = op[1], op[4]
         px = classify(canvas(viz.plot_mask(viz.mask_view(mask, graph, name), exact=True, show_constant=True)))
         np.testing.assert_array_equal(px["constant"], unfolded(expected[name][1]))
-        np.testing.assert_array_equal(px["dead"] | px["constant"], unfolded(expected[name][0]))
+        np.testing.assert_array_equal(px["dead"] | px["constant"] | px["no_output"], unfolded(expected[name][0]))
         assert int(px["constant"].sum()) == report.layer(name).constant
 
 
@@ -148,7 +154,7 @@ def test_block_diagonal_places_each_heads_pixels_on_the_diagonal():
     assert both.mask.shape == (3, 4)
     px = classify(canvas(viz.plot_mask(both, exact=True, show_constant=True)))
     (a_out, a_in), (b_out, b_in) = masks["g0.weight"].shape, masks["g1.weight"].shape
-    np.testing.assert_array_equal(px["kept"] | px["dead"] | px["constant"],
+    np.testing.assert_array_equal(px["kept"] | px["dead"] | px["constant"] | px["no_output"],
                                   np.block([[masks["g0.weight"], np.zeros((a_out, b_in), bool)],
                                             [np.zeros((b_out, a_in), bool), masks["g1.weight"]]]))
     np.testing.assert_array_equal(px["constant"][a_out:, a_in:], expected["g1.weight"][1])
@@ -189,12 +195,14 @@ def test_mask_grid_reads_checkpoints_and_marks_their_dead(tmp_path):
     path = tmp_path / "net.pt"
     torch.save({"fc1.weight": torch.tensor(m1 * 0.5, dtype=torch.float32),
                 "fc2.weight": torch.tensor(m2 * 0.5, dtype=torch.float32)}, path)
-    fig = viz.plot_mask_grid({("MP", 0.5): str(path)}, layer="fc2.weight")
+    fig = viz.plot_mask_grid(viz.grid_views({("MP", 0.5): str(path)}, "fc2.weight"))
     px = classify(np.asarray(fig.axes[0].images[0].get_array()))
     assert px["dead"].tolist() == [[False, True]]
     assert px["kept"].tolist() == [[True, False]]
     with pytest.raises(viz.BadPlotInput, match="fc9.weight"):
-        viz.plot_mask_grid({("MP", 0.5): str(path)}, layer="fc9.weight")
+        viz.grid_views({("MP", 0.5): str(path)}, "fc9.weight")
+    with pytest.raises(viz.BadPlotInput, match="grid_views"):  # drawing functions never read files
+        viz.plot_mask_grid({("MP", 0.5): str(path)})
 
 
 def test_layer_masks_one_panel_per_weight_in_forward_order():
@@ -206,7 +214,7 @@ def test_layer_masks_one_panel_per_weight_in_forward_order():
     assert [ax.get_title(loc="left").split(" ")[0] for ax in fig.axes] == ["a.weight", "b.weight"]
     for ax, m in zip(fig.axes, masks):
         px = classify(np.asarray(ax.images[0].get_array()))
-        np.testing.assert_array_equal(px["kept"] | px["dead"], m)
+        np.testing.assert_array_equal(px["kept"] | px["dead"] | px["no_output"], m)
 
 
 # -- connectivity ------------------------------------------------------------------------------
@@ -227,7 +235,7 @@ def test_drawn_dead_edges_of_an_mlp_equal_the_audits_dead_count(masks):
     graph = chain(masks)
     report = audit(graph)
     fig = viz.plot_network(graph)
-    drawn_dead = len(_segments(fig, "dead")) + len(_segments(fig, "constant"))
+    drawn_dead = sum(len(_segments(fig, c)) for c in ("not_accessible", "not_coaccessible", "constant"))
     assert drawn_dead == report.summary.dead  # linear layers: one weight per unit pair
     assert len(_segments(fig, "effective")) == report.summary.effective
 
@@ -243,6 +251,7 @@ def test_layered_drawing_draws_the_oracles_pairs_and_dead_units(net):
     weighted = {(a, b) for a, b, w in unit_edges(net) if w is not None}
     dead = {(a, b) for a, b in weighted if not (a in acc and b in coacc)}
     constant = {(a, b) for a, b in dead if a not in acc and a in const and b in coacc}
+    no_output = {(a, b) for a, b in dead if a in acc}
     pos = viz.network_layout(graph)
     where = {tuple(np.round(p, 9)): unit for unit, p in pos.items()}
     assert len(where) == len(pos)  # every unit has its own place
@@ -252,12 +261,20 @@ def test_layered_drawing_draws_the_oracles_pairs_and_dead_units(net):
     def pairs(cls):
         return {(where[tuple(np.round(s[0], 9))], where[tuple(np.round(s[-1], 9))]) for s in _segments(fig, cls)}
 
-    assert pairs("dead") == dead - constant
+    assert pairs("not_accessible") == dead - constant - no_output
+    assert pairs("not_coaccessible") == no_output
     assert pairs("constant") == constant
     assert pairs("effective") == weighted - dead
-    assert len(_segments(fig, "dead")) + len(_segments(fig, "constant")) == len(dead)
-    hollow = {where[tuple(np.round(p, 9))] for p in _offsets(fig, "units:dead")}
-    assert hollow == {u for u in pos if not (u in acc and u in coacc)}
+    assert sum(len(_segments(fig, c)) for c in ("not_accessible", "not_coaccessible", "constant")) == len(dead)
+    drawn = {k: {where[tuple(np.round(p, 9))] for p in _offsets(fig, f"units:{k}")}
+             for k in ("effective", "dead", "unused")}
+    assert drawn["effective"] == {u for u in pos if u in acc and u in coacc}
+    # dead vs unused: a unit that no kept weight touches is unused, never dead
+    # (a kept weight touches a dead unit directly, or through structural blocks)
+    assert drawn["dead"] <= {u for a, b, _ in unit_edges(net) for u in (a, b)}
+    assert not (drawn["unused"] & {u for e in weighted for u in e})
+    assert drawn["dead"] | drawn["unused"] == set(pos) - drawn["effective"]
+    assert not (drawn["dead"] & drawn["unused"])
 
 
 def test_layout_puts_units_in_columns_by_depth_with_unit_zero_on_top():
@@ -310,13 +327,23 @@ def test_dead_units_strip_and_audit_figure():
     net = SKIP_AROUND_DEAD
     graph = net.build()
     acc, coacc, _ = reachability_oracle(net)
+    weighted = {u for a, b, w in unit_edges(net) if w is not None for u in (a, b)}
+    states = netgraph_unit_states(graph)
     for fig in (viz.plot_dead_units(graph), viz.plot_audit(audit(graph), graph)):
         ax = fig.axes[-1]
         for im in ax.images:
             group = im.get_gid().split(":", 1)[1]
-            drawn_dead = (np.asarray(im.get_array())[0] == np.array(to_rgb(DEAD))).all(axis=-1)
-            expected = [not ((group, u) in acc and (group, u) in coacc) for u in range(graph.groups[group].width)]
-            assert drawn_dead.tolist() == expected
+            arr = np.asarray(im.get_array())[0]
+            drawn = {k: (arr == np.array(to_rgb(c))).all(axis=-1) for k, c in
+                     (("dead", DEAD), ("effective", KEPT), ("unused", PRUNED))}
+            units = range(graph.groups[group].width)
+            effective = [(group, u) in acc and (group, u) in coacc for u in units]
+            assert drawn["effective"].tolist() == effective
+            # dead = not effective but touched by a kept weight; on these nets no structural
+            # block feeds a weight, so "touched" is the oracle's weighted unit edges
+            assert drawn["dead"].tolist() == [not e and (group, u) in weighted for u, e in zip(units, effective)]
+            assert drawn["dead"].tolist() == (states[group] == 1).tolist()
+            assert drawn["unused"].tolist() == (states[group] == 0).tolist()
         assert len(ax.images) == len(graph.order)
 
 
@@ -386,8 +413,8 @@ def test_ablation_lines_are_the_rows(tmp_path):
     assert lines["effective:MP w TC"] == ([0.5, 0.95], [100.0, 100.0])  # 50 of 50 effective
     assert lines["accuracy:MP w TC"] == ([0.5], [84.3])  # accuracy null: not a point
     assert lines["baseline-accuracy:baseline"][1] == [86.1, 86.1]  # rate 0: a reference line
-    assert fig.axes[0].get_xscale() == "logit"
-    assert viz.plot_ablation(ROWS).axes[0].get_xscale() == "logit"  # dicts accepted too
+    assert fig.axes[0].get_xscale() == "function"  # -log10(1 - rate): 90 %, 99 %, 99.9 % equally spaced
+    assert viz.plot_ablation(ROWS).axes[0].get_xscale() == "function"  # dicts accepted too
 
 
 def _trainer_row(ds, method, rate, eff, acc, table):
@@ -516,3 +543,199 @@ def test_public_surface_is_explicit():
     assert set(viz.__all__) <= set(dir(viz))
     for name in ("plot_mask", "plot_mask_grid", "plot_network", "plot_layer_bars", "plot_ablation"):
         assert callable(getattr(viz, name))
+
+
+# -- seeds and spread, dead vs unused, readable figures (issue 14) --------------------------------
+
+def seeded_rows(rng, seeds=3) -> list[dict]:
+    """Rows in the shape `netgraph ablate` writes: several seeds per cell, a dense baseline."""
+    rows = []
+    for seed in range(seeds):
+        rows.append({"dataset": "d", "method": "dense", "target_rate": 0.0, "achieved_rate": 0.0, "seed": seed,
+                     "kept": 1000, "effective_pct": 100.0, "accuracy": float(90 + rng.normal()), "n_test": 57,
+                     "classes": 8, "table": "baseline"})
+        for method in ("mp", "mp-tc"):
+            for rate in (0.5, 0.88, 0.9, 0.95, 0.99, 0.995):
+                rows.append({"dataset": "d", "method": method, "target_rate": rate, "achieved_rate": rate,
+                             "seed": seed, "kept": int(1000 * (1 - rate)),
+                             "effective_pct": float(np.clip(80 + 10 * rng.normal(), 0, 100)),
+                             "accuracy": float(np.clip(60 + 15 * rng.normal(), 0, 100)), "n_test": 57, "classes": 8,
+                             "table": "tc"})
+    return rows
+
+
+def _errorbars(ax, gid: str) -> list[tuple[float, float]]:
+    (col,) = [c for c in ax.collections if c.get_gid() == gid]
+    return [(float(s[0][1]), float(s[1][1])) for s in col.get_segments()]
+
+
+def test_ablation_with_seeds_draws_the_jsons_means_and_sds(tmp_path):
+    rows = seeded_rows(np.random.default_rng(4))
+    path = tmp_path / "ablation.json"
+    path.write_text(json.dumps({"config": {"seeds": 3}, "rows": rows}))
+    fig = viz.plot_ablation(viz.load_ablation(path))
+    ax_eff, ax_acc = fig.axes[:2]
+    for ax, key, short in ((ax_eff, "effective_pct", "effective"), (ax_acc, "accuracy", "accuracy")):
+        for method in ("mp", "mp-tc"):
+            rates = sorted({r["target_rate"] for r in rows if r["method"] == method})
+            runs = [[r[key] for r in rows if r["method"] == method and r["target_rate"] == x] for x in rates]
+            mean = [float(np.mean(v)) for v in runs]     # the oracle: numpy on the JSON's runs
+            sd = [float(np.std(v, ddof=1)) for v in runs]
+            (line,) = [l for l in ax.lines if l.get_gid() == f"{short}:{method}"]
+            np.testing.assert_allclose(line.get_xdata(), rates)
+            np.testing.assert_allclose(line.get_ydata(), mean)
+            bars = _errorbars(ax, f"sd-{short}:{method}")
+            np.testing.assert_allclose([lo for lo, _ in bars], np.subtract(mean, sd))
+            np.testing.assert_allclose([hi for _, hi in bars], np.add(mean, sd))
+        assert ax.get_ylim()[0] <= 0 and ax.get_ylim()[1] >= 100  # the full 0-100 % axis
+    dense = [r["accuracy"] for r in rows if r["method"] == "dense"]
+    (base,) = [l for l in ax_acc.lines if l.get_gid() == "baseline-accuracy:dense"]
+    assert base.get_ydata()[0] == pytest.approx(np.mean(dense))
+    (chance,) = [l for l in ax_acc.lines if l.get_gid() == "chance"]
+    assert chance.get_ydata()[0] == pytest.approx(100 / 8)
+    assert "test set 57 samples" in ax_acc.get_title() and "3 seeds" in ax_acc.get_title()
+    summary = viz.ablation_summary(viz.load_ablation(path))
+    assert {(e["method"], e["runs"]) for e in summary} == {("dense", 3), ("mp", 3), ("mp-tc", 3)}
+    assert text_overlaps(fig) == []  # 88 % and 90 % ticks: one label is dropped, nothing collides
+
+
+def text_overlaps(fig, *, slack: float = 1.0) -> list[tuple[str, str]]:
+    """Pairs of visible, non-empty texts whose rendered bounding boxes overlap (by more than
+    ``slack`` pixels each way), and texts that stick out of the figure (paired with "<edge>")."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    undrawn = set()  # tick labels outside the view interval exist as artists but are not drawn
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            for ticks in (axis.get_major_ticks(), axis.get_minor_ticks()):
+                for tick in ticks:
+                    loc = tick.get_loc()
+                    inside = loc is not None and axis.get_transform().transform([loc])[0] is not None and \
+                        lo - 1e-9 * max(1.0, abs(hi - lo)) <= loc <= hi + 1e-9 * max(1.0, abs(hi - lo))
+                    if not inside or not ax.axison:
+                        undrawn.update({id(tick.label1), id(tick.label2)})
+    boxes = []
+    for t in fig.findobj(Text):
+        if not t.get_visible() or not t.get_text().strip() or id(t) in undrawn:
+            continue
+        if t.axes is not None and not t.axes.get_visible():
+            continue
+        boxes.append((t.get_text(), t.get_window_extent(renderer)))
+    bad = []
+    for k, (a, ba) in enumerate(boxes):
+        if ba.x0 < page.x0 - slack or ba.x1 > page.x1 + slack or ba.y0 < page.y0 - slack or ba.y1 > page.y1 + slack:
+            bad.append((a, "<edge>"))
+        for b, bb in boxes[k + 1:]:
+            w = min(ba.x1, bb.x1) - max(ba.x0, bb.x0)
+            h = min(ba.y1, bb.y1) - max(ba.y0, bb.y0)
+            if w > slack and h > slack:
+                bad.append((a, b))
+    return bad
+
+
+def _hide_legends(fig) -> None:
+    for leg in list(fig.legends) + [ax.get_legend() for ax in fig.axes]:
+        if leg is not None:
+            leg.set_visible(False)
+
+
+def test_unused_units_are_not_drawn_as_dead():
+    """A network with unused units (no kept weight) but no dead one: no pixel in the dead colour."""
+    m1 = np.zeros((6, 5), bool)
+    m1[[0, 2], 0] = m1[[0, 2], 3] = True         # hidden units 1, 3, 4, 5 keep nothing: unused
+    m2 = np.zeros((3, 6), bool)
+    m2[0, 0] = m2[1, 2] = m2[2, 2] = True
+    graph = chain([m1, m2])
+    report = audit(graph)
+    assert report.summary.dead == 0 and report.summary.dead_units == 0 and report.summary.unused_units > 0
+    figures = [viz.plot_network(graph), viz.plot_dead_units(graph), viz.plot_audit(report, graph),
+               viz.plot_network_pair(graph, graph, labels=("a", "b")),
+               viz.plot_input_states({"a": viz.input_states(graph)}, (5,))]
+    for fig in figures:
+        _hide_legends(fig)
+        assert not (canvas(fig) == rgb8(DEAD)).all(axis=-1).any()
+
+
+@settings(max_examples=15)
+@given(chain_masks())
+def test_input_image_is_s_a_row_criterion(masks):
+    """The image of inputs that reach an output equals S_a (inputs × outputs) != 0 by row, and
+    networkx's reachability of the unit graph."""
+    import networkx as nx
+
+    from netgraph import products
+
+    graph = chain(masks)
+    n_in = graph.groups[graph.sources[0]].width
+    fig = viz.plot_input_states({"m": viz.input_states(graph)}, (n_in,))
+    (im,) = [i for ax in fig.axes for i in ax.images if i.get_gid() == "inputs:m"]
+    drawn = np.asarray(im.get_array()).ravel()
+    sa = products(graph, "accessibility")[graph.sinks[0]].matrix.toarray() != 0   # (inputs, outputs)
+    np.testing.assert_array_equal(drawn == 2, sa.any(axis=1))
+    G = nx.DiGraph()
+    for k, m in enumerate(masks):
+        for j, i in zip(*np.nonzero(np.asarray(m))):
+            G.add_edge((k, int(i)), (k + 1, int(j)))
+    last = len(masks)
+    reaches = [any(G.has_node((0, i)) and G.has_node((last, o)) and nx.has_path(G, (0, i), (last, o))
+                   for o in range(np.asarray(masks[-1]).shape[0])) for i in range(n_in)]
+    np.testing.assert_array_equal(drawn == 2, reaches)
+    has_weight = np.asarray(masks[0]).any(axis=0)
+    np.testing.assert_array_equal(drawn == 0, ~has_weight)  # unused: no kept weight leaves the input
+
+
+def test_network_pair_highlights_what_differs():
+    a = [np.ones((3, 4), bool), np.ones((2, 3), bool)]
+    b = [a[0].copy(), a[1].copy()]
+    b[0][1] = False                                   # unit 1 of the hidden layer keeps no input
+    ga, gb = chain(a), chain(b)
+    fig = viz.plot_network_pair(ga, gb, labels=("A", "B"))
+    left, right = fig.axes
+
+    def count(ax, gid):
+        return sum(len(c.get_segments()) if hasattr(c, "get_segments") else len(c.get_offsets())
+                   for c in ax.collections if c.get_gid() == gid)
+
+    # A's effective pairs that B lacks: the 4 inputs of hidden unit 1 and its 2 outputs
+    assert count(left, "edges:effective-only") == 6
+    assert count(right, "edges:effective-only") == 0
+    assert count(right, "edges:not_accessible") == 2      # in B, unit 1's kept outputs are dead
+    assert count(left, "units:changed") == 1 and count(right, "units:changed") == 1
+    with pytest.raises(viz.BadPlotInput, match="one architecture"):
+        viz.plot_network_pair(ga, chain([np.ones((3, 5), bool), np.ones((2, 3), bool)]))
+
+
+def test_layered_drawing_refuses_a_hairball():
+    big = chain([np.ones((200, 300)), np.ones((10, 200))])
+    with pytest.raises(viz.BadPlotInput, match="readable up to 160 units"):
+        viz.plot_network(big)
+    assert viz.plot_network(big, max_units=1000, max_edges=10**6) is not None
+
+
+def test_big_sparse_mask_keeps_every_kept_weight_visible():
+    """A 99.9 %-pruned mask larger than the panel: pooled cells, every kept weight in a dark cell."""
+    rng = np.random.default_rng(5)
+    mask = np.zeros((300, 3000), bool)
+    kept = rng.choice(mask.size, 900, replace=False)
+    mask.flat[kept] = True
+    fig = viz.plot_mask(mask)
+    im = fig.axes[0].images[0]
+    img = np.asarray(im.get_array())
+    h, w = img.shape[:2]
+    assert w < 3000  # pooled
+    fr, fc = -(-300 // h), -(-3000 // w)
+    dark = (img == rgb8(KEPT)).all(axis=-1)
+    rows, cols = np.nonzero(mask)
+    assert dark[rows // fr, cols // fc].all()           # each kept weight's cell is dark
+    assert dark.sum() <= len(rows)                      # and no cell is dark without one
+    # a cell is at least MIN_CELL_PX pixels wide at the saving dpi
+    from viz._style import MIN_CELL_PX, SAVE_DPI
+
+    fig.canvas.draw()
+    width_px = fig.axes[0].get_window_extent().width * SAVE_DPI / fig.dpi
+    assert width_px / w >= MIN_CELL_PX - 0.5
+    assert "1 cell = " in fig.axes[0].get_title()

@@ -7,10 +7,16 @@ Contract
   a conv's kernel taps of one input channel sit side by side, so the image is a row of
   ``kh·kw``-wide blocks, one block per input channel (grid lines every ``kh·kw`` columns).
   A 2-D mask made of per-head (per-channel) blocks gets its grid from ``block=(rows, cols)``.
-* Colours (``viz._style``): kept → near-black, pruned → light grey, kept-but-dead → the
-  warning colour (vermillion), and with ``show_constant=True`` the constant weights (dead,
-  fed by a bias, destination coaccessible) in blue.  *Dead* comes from the audit of a graph
-  (:func:`mask_view`), never from the mask alone.
+* Colours (``viz._style``): kept → near-black, pruned → light grey, dead because not
+  accessible → vermillion, dead because not coaccessible (the source is reached, the
+  destination reaches no output) → reddish purple, and with ``show_constant=True`` the
+  constant weights (dead, fed by a bias, destination coaccessible) in blue.  *Dead* comes from
+  the audit of a graph (:func:`mask_view`), never from the mask alone.
+* Visibility: a drawn (non-exact) image never has cells smaller than ``MIN_CELL_PX`` screen
+  pixels at the saving dpi.  A mask with more entries than that across is pooled into cells
+  of ``f_r × f_c`` entries; a cell shows the most telling state inside it (constant > not
+  accessible > not coaccessible > kept > pruned > no weight), so every kept weight is drawn
+  at least ``MIN_CELL_PX`` pixels wide at any pruning rate (:func:`pooled_codes`).
 * ``crop=(r0, r1, c0, c1)`` selects rows ``r0:r1`` and columns ``c0:c1`` of the unfolded
   image (half-open, like slicing); tick labels keep the tensor's own indices.
 * ``exact=True`` renders one pixel per entry (a figure of ``W × H`` pixels at dpi 1, the image
@@ -19,7 +25,6 @@ Contract
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -27,10 +32,11 @@ import numpy as np
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from netgraph import LayeredGraph, Reachability, pair_selector, reachability
+from netgraph import LayeredGraph, Reachability, reachability
 
 from ._errors import BadPlotInput
-from ._style import CONSTANT, DEAD, GRID, KEPT, NOT_A_WEIGHT, PRUNED, new_figure, rgb8
+from ._style import (CONSTANT, DEAD, GRID, KEPT, MIN_CELL_PX, NOT_A_WEIGHT, NOT_COACCESSIBLE, PRUNED, SAVE_DPI,
+                     new_figure, rgb8)
 
 __all__ = [
     "MaskView",
@@ -38,6 +44,8 @@ __all__ = [
     "unfold",
     "block_diagonal",
     "mask_rgb",
+    "mask_codes",
+    "pooled_codes",
     "select_views",
     "plot_mask",
     "plot_layer_masks",
@@ -67,6 +75,10 @@ class MaskView:
         Entries that are weights at all (``None``: every entry).  Only
         :func:`block_diagonal` sets it: the entries between heads are drawn white and are
         not counted as pruned.
+    no_output : ndarray of bool, same shape, or None
+        Dead weights whose source is accessible but whose destination is not coaccessible
+        (``no_output ⊆ dead``, disjoint from ``constant``); the rest of ``dead`` is dead
+        because no input reaches the source.
     """
 
     mask: np.ndarray
@@ -75,11 +87,12 @@ class MaskView:
     name: str = ""
     block: tuple[int, int] | None = None
     weights: np.ndarray | None = None
+    no_output: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         m = _binary(self.mask, self.name or "mask")
         object.__setattr__(self, "mask", m)
-        for attr in ("dead", "constant", "weights"):
+        for attr in ("dead", "constant", "weights", "no_output"):
             a = getattr(self, attr)
             if a is None:
                 continue
@@ -168,10 +181,8 @@ def mask_view(mask: Any, graph: LayeredGraph | None = None, name: str | None = N
         raise BadPlotInput(f"mask of {name!r} has shape {tuple(m.shape)} but the graph's weight has shape "
                            f"{tuple(blk.weight_shape)}; they must be equal")
     r = reach if reach is not None else reachability(graph)
-    acc, coacc = r.accessible[blk.src], r.coaccessible[blk.dst]
-    effective = m & pair_selector(blk, acc, coacc)
-    constant = m & pair_selector(blk, ~acc & r.constant[blk.src], coacc)
-    return MaskView(m, m & ~effective, constant, name, block)
+    ws = r.weight_states(blk, m)  # netgraph's one definition of a block's dead / constant weights
+    return MaskView(m, ws.dead, ws.constant, name, block, no_output=ws.accessible & ~ws.coaccessible)
 
 
 def unfold(mask: np.ndarray) -> np.ndarray:
@@ -199,7 +210,7 @@ def block_diagonal(views: Sequence[MaskView | np.ndarray], *, name: str | None =
     shapes = [unfold(v.mask).shape for v in vs]
     rows, cols = sum(h for h, _ in shapes), sum(w for _, w in shapes)
     audited = all(v.dead is not None for v in vs)
-    out = {k: np.zeros((rows, cols), bool) for k in ("mask", "dead", "constant", "weights")}
+    out = {k: np.zeros((rows, cols), bool) for k in ("mask", "dead", "constant", "weights", "no_output")}
     r = c = 0
     for v, (h, w) in zip(vs, shapes):
         out["mask"][r:r + h, c:c + w] = unfold(v.mask)
@@ -208,12 +219,14 @@ def block_diagonal(views: Sequence[MaskView | np.ndarray], *, name: str | None =
             out["dead"][r:r + h, c:c + w] = unfold(v.dead)
             if v.constant is not None:
                 out["constant"][r:r + h, c:c + w] = unfold(v.constant)
+            if v.no_output is not None:
+                out["no_output"][r:r + h, c:c + w] = unfold(v.no_output)
         r, c = r + h, c + w
     block = shapes[0] if len(set(shapes)) == 1 else (0, 0)
     label = name if name is not None else (" + ".join(v.name for v in vs if v.name) if len(vs) <= 3 else
                                            f"{vs[0].name} ... {vs[-1].name} ({len(vs)} blocks)")
     return MaskView(out["mask"], out["dead"] if audited else None, out["constant"] if audited else None,
-                    label, tuple(int(b) for b in block), out["weights"])
+                    label, tuple(int(b) for b in block), out["weights"], out["no_output"] if audited else None)
 
 
 def select_views(views: Mapping[str, MaskView], layer: str | Sequence[str], where: str) -> MaskView:
@@ -250,25 +263,64 @@ def _check_crop(crop: Sequence[int] | None, shape: tuple[int, int], name: str) -
     return r0, r1, c0, c1
 
 
-def mask_rgb(view: MaskView | np.ndarray, *, crop: Sequence[int] | None = None,
-             show_constant: bool = False) -> np.ndarray:
-    """The drawn image: ``(rows, cols, 3) uint8`` RGB of the (cropped) unfolded mask.
+# Pixel codes, in increasing order of how much a reader must see them (pooling keeps the max).
+NO_WEIGHT, PRUNED_CODE, KEPT_CODE, NOT_COACC_CODE, DEAD_CODE, CONSTANT_CODE = range(6)
+_CODE_COLOURS = (NOT_A_WEIGHT, PRUNED, KEPT, NOT_COACCESSIBLE, DEAD, CONSTANT)
 
-    Kept → ``KEPT``, pruned → ``PRUNED``, dead → ``DEAD``; constant → ``CONSTANT`` when
-    ``show_constant`` (else constant weights, being dead, are ``DEAD``); entries that are no
-    weight (between the heads of :func:`block_diagonal`) → ``NOT_A_WEIGHT``.
+
+def mask_codes(view: MaskView | np.ndarray, *, crop: Sequence[int] | None = None,
+               show_constant: bool = False) -> np.ndarray:
+    """``(rows, cols) uint8`` state of every entry of the (cropped) unfolded mask.
+
+    0 no weight, 1 pruned, 2 kept (effective, or not audited), 3 dead: not coaccessible,
+    4 dead: not accessible, 5 constant (only with ``show_constant``; else constant weights,
+    being dead and not accessible, are 4).
     """
     v = _as_view(view)
     m = unfold(v.mask)
     r0, r1, c0, c1 = _check_crop(crop, m.shape, repr(v.name) if v.name else "")
-    img = np.where(m[..., None], rgb8(KEPT), rgb8(PRUNED)).astype(np.uint8)  # (H, W, 3)
+    codes = np.where(m, KEPT_CODE, PRUNED_CODE).astype(np.uint8)
     if v.weights is not None:
-        img[~unfold(v.weights)] = rgb8(NOT_A_WEIGHT)
+        codes[~unfold(v.weights)] = NO_WEIGHT
     if v.dead is not None:
-        img[unfold(v.dead)] = rgb8(DEAD)
+        codes[unfold(v.dead)] = DEAD_CODE
+        if v.no_output is not None:
+            codes[unfold(v.no_output)] = NOT_COACC_CODE
     if show_constant and v.constant is not None:
-        img[unfold(v.constant)] = rgb8(CONSTANT)
-    return img[r0:r1, c0:c1]
+        codes[unfold(v.constant)] = CONSTANT_CODE
+    return codes[r0:r1, c0:c1]
+
+
+def pooled_codes(codes: np.ndarray, max_cells: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """Pool a code image into at most ``max_cells = (rows, cols)`` cells, keeping each cell's
+    maximum code; returns ``(pooled, (f_r, f_c))``.  The image is padded with ``NO_WEIGHT``
+    to a multiple of the factors; ``f = (1, 1)`` returns the image unchanged."""
+    h, w = codes.shape
+    fr, fc = max(1, -(-h // max(1, max_cells[0]))), max(1, -(-w // max(1, max_cells[1])))
+    if fr == fc == 1:
+        return codes, (1, 1)
+    H, W = -(-h // fr) * fr, -(-w // fc) * fc
+    padded = np.zeros((H, W), np.uint8)
+    padded[:h, :w] = codes
+    return padded.reshape(H // fr, fr, W // fc, fc).max(axis=(1, 3)), (fr, fc)
+
+
+def codes_rgb(codes: np.ndarray) -> np.ndarray:
+    """``(H, W, 3) uint8`` colours of a code image."""
+    palette = np.stack([rgb8(c) for c in _CODE_COLOURS])
+    return palette[codes]
+
+
+def mask_rgb(view: MaskView | np.ndarray, *, crop: Sequence[int] | None = None,
+             show_constant: bool = False) -> np.ndarray:
+    """The exact image: ``(rows, cols, 3) uint8`` RGB of the (cropped) unfolded mask.
+
+    Kept → ``KEPT``, pruned → ``PRUNED``, dead because not accessible → ``DEAD``, dead
+    because not coaccessible → ``NOT_COACCESSIBLE``; constant → ``CONSTANT`` when
+    ``show_constant`` (else constant weights are ``DEAD``); entries that are no weight
+    (between the heads of :func:`block_diagonal`) → ``NOT_A_WEIGHT``.
+    """
+    return codes_rgb(mask_codes(view, crop=crop, show_constant=show_constant))
 
 
 def _counts(v: MaskView) -> str:
@@ -280,16 +332,30 @@ def _counts(v: MaskView) -> str:
     return text
 
 
-def _draw(ax, v: MaskView, crop, show_constant: bool, *, ticks: bool = True) -> None:
-    """imshow of the cropped mask with tensor indices on the axes and the block grid."""
-    img = mask_rgb(v, crop=crop, show_constant=show_constant)
+def _max_cells(width_in: float, height_in: float) -> tuple[int, int]:
+    """How many cells fit a panel of this size with cells of at least ``MIN_CELL_PX`` pixels."""
+    return (max(1, int(height_in * SAVE_DPI / MIN_CELL_PX)), max(1, int(width_in * SAVE_DPI / MIN_CELL_PX)))
+
+
+def _draw(ax, v: MaskView, crop, show_constant: bool, *, ticks: bool = True,
+          panel: tuple[float, float] = (6.0, 4.0)) -> tuple[int, int]:
+    """imshow of the cropped mask with tensor indices on the axes and the block grid.
+
+    ``panel`` is the panel's (width, height) in inches: the image is pooled so that no cell
+    is smaller than ``MIN_CELL_PX`` pixels at ``SAVE_DPI``.  Returns the pooling factors.
+    """
+    codes = mask_codes(v, crop=crop, show_constant=show_constant)
     h, w = unfold(v.mask).shape
     r0, r1, c0, c1 = _check_crop(crop, (h, w), repr(v.name))
     ratio = (r1 - r0) / (c1 - c0)
     # Square pixels unless the crop is a thin strip that would vanish; pixel shape carries no data.
     aspect = "equal" if 1 / 8 <= ratio <= 8 else "auto"
-    ax.imshow(img, extent=(c0 - 0.5, c1 - 0.5, r1 - 0.5, r0 - 0.5), aspect=aspect,
-              interpolation="antialiased" if max(r1 - r0, c1 - c0) > 400 else "nearest")
+    pooled, (fr, fc) = pooled_codes(codes, _max_cells(*panel))
+    ph, pw = pooled.shape
+    ax.imshow(codes_rgb(pooled), extent=(c0 - 0.5, c0 - 0.5 + pw * fc, r0 - 0.5 + ph * fr, r0 - 0.5),
+              aspect=aspect, interpolation="nearest", gid="mask")
+    ax.set_xlim(c0 - 0.5, c1 - 0.5)
+    ax.set_ylim(r1 - 0.5, r0 - 0.5)
     step_r, step_c = v.grid
     for step, lo, hi, line in ((step_r, r0, r1, ax.axhline), (step_c, c0, c1, ax.axvline)):
         if step and (hi - lo) / step <= _MAX_GRID_LINES:
@@ -309,6 +375,7 @@ def _draw(ax, v: MaskView, crop, show_constant: bool, *, ticks: bool = True) -> 
             ax.set_xticks(chans * taps + (taps - 1) / 2, [str(k) for k in chans])
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fr, fc
 
 
 def _legend_handles(views: Sequence[MaskView], show_constant: bool) -> list[Patch]:
@@ -318,8 +385,9 @@ def _legend_handles(views: Sequence[MaskView], show_constant: bool) -> list[Patc
     if any(v.weights is not None and not v.weights.all() for v in views):
         handles.append(Patch(facecolor=NOT_A_WEIGHT, edgecolor=GRID, linewidth=0.5, label="no weight (between heads)"))
     if audited:
-        handles.append(Patch(facecolor=DEAD, label="kept but dead" + (" (not constant)" if show_constant
-                                                                        else " (not effective)")))
+        handles.append(Patch(facecolor=DEAD, label="dead: not accessible" + (" (not constant)" if show_constant
+                                                                               else "")))
+        handles.append(Patch(facecolor=NOT_COACCESSIBLE, label="dead: not coaccessible"))
         if show_constant:
             handles.append(Patch(facecolor=CONSTANT, label="constant (dead, fed by a bias)"))
     return handles
@@ -388,10 +456,10 @@ def plot_mask(mask: MaskView | np.ndarray, *, crop: Sequence[int] | None = None,
     height = float(np.clip((width - 1.2) * ch / cw, 1.0, 9.0)) + 1.7
     fig = new_figure(width, height)
     ax = fig.add_subplot()
-    _draw(ax, v, crop, show_constant)
+    f = _draw(ax, v, crop, show_constant, panel=(width - 1.2, height - 1.7))
     _axis_labels(ax, v)
     head = title if title is not None else (v.name or "mask")
-    ax.set_title(f"{head}\n{_counts(v)}{_crop_note(crop, v)}", fontsize=10)
+    ax.set_title(f"{head}\n{_counts(v)}{_crop_note(crop, v)}{_pool_note([f])}", fontsize=10)
     handles = _legend_handles([v], show_constant)
     ncols = len(handles) if width >= 7.5 or len(handles) <= 3 else 2
     fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=9, frameon=False)
@@ -412,57 +480,58 @@ def plot_layer_masks(masks: Mapping[str, MaskView | np.ndarray] | Sequence[MaskV
     ratios = [float(np.clip(h / w * 3.0, 0.6, 3.5)) for h, w in shapes]
     fig = new_figure(8.0, sum(ratios) + 0.9 * len(views) + 0.8)
     axes = fig.subplots(len(views), 1, squeeze=False, height_ratios=ratios)[:, 0]
-    for ax, v in zip(axes, views):
-        _draw(ax, v, None, show_constant)
+    factors = []
+    for ax, v, ratio in zip(axes, views, ratios):
+        factors.append(_draw(ax, v, None, show_constant, panel=(7.0, ratio)))
         ax.set_aspect("auto")
         ax.set_title(f"{v.name or 'mask'} {tuple(v.mask.shape)}: {_counts(v)}", fontsize=9, loc="left")
         ax.set_ylabel("output", fontsize=8)
         ax.tick_params(labelsize=7)
     conv = any(v.mask.ndim > 2 for v in views)
     axes[-1].set_xlabel("input" + (" (conv: channel x kernel tap)" if conv else ""), fontsize=8)
-    if title:
-        fig.suptitle(title)
+    note = _pool_note(factors).strip()
+    if title or note:
+        fig.suptitle("\n".join(t for t in (title, note) if t), fontsize=10)
     handles = _legend_handles(views, show_constant)
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), fontsize=9, frameon=False)
     return fig
+
+
+def _pool_note(factors: Sequence[tuple[int, int]]) -> str:
+    """The caption line that says a drawn cell holds several weights (or nothing)."""
+    big = [f for f in factors if f != (1, 1)]
+    if not big:
+        return ""
+    fr = max(f[0] for f in big)
+    fc = max(f[1] for f in big)
+    return f"\n1 cell = {fr}x{fc} weights (dead if any is, else kept if any is)"
 
 
 def _fmt_rate(rate: float) -> str:
     return f"{100.0 * rate:g}%" if rate <= 1.0 else f"{rate:g}%"
 
 
-def _resolve(value: Any, layer: str | None, where: str) -> MaskView:
-    """A grid cell's value as a view: an array, a view, or a checkpoint (path or object)."""
+def _resolve(value: Any, where: str) -> MaskView:
+    """A grid cell's value as a view: an array or a view (checkpoints: :func:`viz.grid_views`)."""
     if isinstance(value, MaskView):
         return value
-    if isinstance(value, (str, os.PathLike)) or hasattr(value, "prunable"):
-        from ._source import checkpoint_views
-
-        views = checkpoint_views(value)
-        if layer is None:
-            if len(views) != 1:
-                raise BadPlotInput(f"{where}: the checkpoint has {len(views)} prunable weights "
-                                   f"({', '.join(views)}); name one with layer=")
-            return next(iter(views.values()))
-        return select_views(views, layer, where)
+    if isinstance(value, (str, bytes)) or hasattr(value, "__fspath__") or hasattr(value, "prunable"):
+        raise BadPlotInput(f"{where} is a checkpoint; drawing functions take masks: read it with "
+                           "viz.grid_views(cells, layer) first")
     return MaskView(_binary(value, where))
 
 
-def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, layer: str | Sequence[str] | None = None,
-                   methods: Sequence[str] | None = None, rates: Sequence[float] | None = None,
+def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, methods: Sequence[str] | None = None, rates: Sequence[float] | None = None,
                    crop: Sequence[int] | None = None, show_constant: bool = False, title: str | None = None):
     """The Fig. 2 grid: rows = methods, columns = pruning rates, one mask image per cell.
 
     Parameters
     ----------
     cells : mapping ``{(method, rate): mask}``
-        Each value is an array (PyTorch layout), a :class:`MaskView`, or a checkpoint (a path,
-        or a ``netgraph`` checkpoint object) from which weight ``layer`` is taken and audited.
-        ``rate`` is a fraction (0.9 = 90 % pruned); ``rate=None`` means rate-independent (the
-        unpruned *original*) and is drawn in every column, as in the paper.
-    layer : str or sequence of str, optional
-        The weight to take from checkpoint cells; several names, ``"a,b"`` or a glob
-        (``"heads.*.weight"``) stack per-head weights block-diagonally (:func:`block_diagonal`).
+        Each value is an array (PyTorch layout) or a :class:`MaskView` (checkpoints are read
+        into audited views by :func:`viz.grid_views`).  ``rate`` is a fraction (0.9 = 90 %
+        pruned); ``rate=None`` means rate-independent (the unpruned *original*) and is drawn
+        in every column, as in the paper.
     methods, rates : sequence, optional
         Row / column order; default: methods in order of first appearance, rates ascending.
     crop : (r0, r1, c0, c1), optional
@@ -479,7 +548,7 @@ def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, layer: str 
     for key in cells:
         if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str)):
             raise BadPlotInput(f"grid keys must be (method, rate) pairs, got {key!r}")
-    views = {k: _resolve(v, layer, f"cell {k!r}") for k, v in cells.items()}
+    views = {k: _resolve(v, f"cell {k!r}") for k, v in cells.items()}
     row_names = list(methods) if methods is not None else list(dict.fromkeys(m for m, _ in views))
     col_rates = list(rates) if rates is not None else sorted({r for _, r in views if r is not None})
     if not col_rates:
@@ -496,6 +565,7 @@ def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, layer: str 
     fig_w = max(cell_w * len(col_rates) + 1.0, 6.5)  # room for the title and legend even with one column
     fig = new_figure(fig_w, cell_h * len(row_names) + 1.5)
     axes = fig.subplots(len(row_names), len(col_rates), squeeze=False)
+    factors = []
     for i, method in enumerate(row_names):
         for j, rate in enumerate(col_rates):
             ax = axes[i, j]
@@ -505,7 +575,7 @@ def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, layer: str 
                 ax.text(0.5, 0.5, "no mask", ha="center", va="center", color=GRID, fontsize=8,
                         transform=ax.transAxes)
                 continue
-            _draw(ax, v, crop, show_constant, ticks=False)
+            factors.append(_draw(ax, v, crop, show_constant, ticks=False, panel=(cell_w - 0.2, cell_h - 0.35)))
             kept = int(v.mask.sum())
             note = f"kept {100.0 * kept / max(v.total, 1):.1f}%"
             if v.dead is not None:
@@ -516,9 +586,9 @@ def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, layer: str 
             if i == 0 and rate is not None:
                 ax.set_title(f"rate {_fmt_rate(rate)}", fontsize=10)
     some = next(iter(views.values()))
-    head = title if title is not None else f"mask of {some.name or layer or 'the layer'}"
-    fig.suptitle(head + (f"\ncrop: rows {crop[0]}-{crop[1] - 1}, columns {crop[2]}-{crop[3] - 1}" if crop else ""),
-                 fontsize=11)
+    head = title if title is not None else f"mask of {some.name or 'the layer'}"
+    fig.suptitle(head + (f"\ncrop: rows {crop[0]}-{crop[1] - 1}, columns {crop[2]}-{crop[3] - 1}" if crop else "")
+                 + _pool_note(factors), fontsize=10, wrap=True)
     handles = _legend_handles(list(views.values()), show_constant)
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles) if fig_w >= 9 else 2, fontsize=8,
                frameon=False)

@@ -1,41 +1,116 @@
-"""``netgraph demo``: the whole product in a few minutes, on built-in data, no download.
+"""``netgraph demo``: the whole product in about a minute, on built-in data, no download.
 
-1. trains the SBU-preset skeleton GCN on the synthetic SBU stand-in at a high pruning rate,
-   once with magnitude pruning (MP) and once with MP + the TC loss;
-2. audits both checkpoints from their files, as a user would;
-3. repairs the MP one (``prune``: same function, dead weights gone; ``reconnect``: same
-   budget, all effective);
-4. draws the masks (dead weights marked), the per-layer connectivity bars, and the
-   comparison, and writes a report folder with ``index.html``, the PNGs, the JSON audits
-   and the checkpoints.
+1. **Headline, real data**: an MLP (64-128-64-10) on scikit-learn's digits, pruned at
+   90 / 95 / 98 / 99 / 99.5 / 99.8 % with magnitude pruning (MP) and with MP + the
+   topologically consistent (TC) loss, ``--seeds`` seeds each, plus the dense baseline;
+2. **the papers' setting**: the SBU-preset skeleton GCN on the synthetic SBU stand-in at
+   ``--rate``, MP vs MP + TC, the same seeds; one seed's MP checkpoint is repaired
+   (``prune``: same function, removable dead weights gone; ``reconnect``: same budget, all
+   effective);
+3. a tiny 64-12-10-10 MLP, both methods drawn unit by unit on one layout;
+4. every checkpoint is audited from its file, as a user would; the figures and
+   ``index.html`` (:mod:`netgraph.cli._report`) are written with the JSON and checkpoints
+   into ``--out`` (built in a temporary folder, renamed on success).
 
-This module is part of the CLI, the composition root: it is the one place where netgraph,
-trainer and viz meet.
+Training runs go to ``--jobs`` worker processes, one torch thread each (small models gain
+nothing from more).  This module is part of the CLI, the composition root: the one place
+where netgraph, trainer and viz meet.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import sys
 import time
 
+from ._options import option
+
+DIGITS_RATES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
+QUICK_RATES = (0.95, 0.995)
+HEADLINE_RATE = 0.995  # where the 8x8 input images are drawn and the summary reads its numbers
+LABELS = {"mp": "MP", "mp-tc": "MP + TC", "dense": "dense"}
+DIGITS_HIDDEN = (128, 64)
+TINY_HIDDEN = (12, 10)
+TINY_RATE = 0.93
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "demo", help="train MP vs MP+TC on built-in data, audit, repair, and write an HTML report",
-        description="Trains the SBU-preset GCN on synthetic skeletons with magnitude pruning and with the "
-                    "topologically consistent (TC) loss, audits both, repairs the MP model, draws the "
-                    "figures and writes a report folder (index.html). No download; a few minutes on 2 CPU cores.")
-    p.add_argument("--out", default="netgraph-demo", help="report folder (default ./netgraph-demo)")
-    p.add_argument("--rate", type=float, default=0.99, help="pruning rate (default 0.99)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs per model (default 40; 8 with --quick)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="a short run (seconds), for smoke tests")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+        "demo", help="MP vs MP+TC on real digits and on the papers' GCN: audit, repair, figures, HTML report",
+        description="Trains an MLP on scikit-learn's digits (real data) across pruning rates with magnitude "
+                    "pruning and with the topologically consistent (TC) loss, several seeds each; then the "
+                    "papers' skeleton GCN on synthetic SBU; audits every checkpoint, repairs one, draws the "
+                    "figures and writes a report folder (index.html). No download; about a minute on 2 CPU "
+                    "cores.")
+    option(p, "--out", default="netgraph-demo", metavar="DIR",
+           help="report folder; must be new or empty (--force replaces it after success)")
+    option(p, "--force", action="store_true", help="replace a non-empty --out folder")
+    option(p, "--rate", type=float, default=0.99, metavar="R", help="the GCN's pruning rate (fraction)")
+    option(p, "--epochs", type=int, default=None, metavar="N",
+           help="training epochs per run; omitted: 40 (8 with --quick)")
+    option(p, "--seed", type=int, default=0, metavar="S", help="first seed")
+    option(p, "--seeds", type=int, default=None, metavar="N",
+           help="seeds per cell (S .. S+N-1), mean ± sd in tables and figures; omitted: 3 (2 with --quick)")
+    option(p, "--jobs", type=int, default=2, metavar="N", help="training processes (one torch thread each)")
+    option(p, "--quick", action="store_true",
+           help=f"a short run (seconds): rates {', '.join(f'{100 * r:g}%%' for r in QUICK_RATES)}, for smoke tests")
+    option(p, "--device", default="cpu", metavar="DEV", help="cpu, cuda[:N] or auto (CUDA when present)")
     p.set_defaults(func=run)
 
+
+# -- training, possibly in worker processes ---------------------------------------------------
+
+_DATA: dict = {}
+
+
+def _train_job(job: dict) -> dict:
+    """Train one run (``job``: TrainConfig fields); returns its accuracy and time.  Runs in a
+    worker process (one torch thread) or in this one."""
+    import torch
+
+    torch.set_num_threads(1)
+    from trainer import TrainConfig, load_dataset, train
+
+    cfg = TrainConfig(**job)
+    if cfg.dataset not in _DATA:
+        _DATA[cfg.dataset] = load_dataset(cfg.dataset, seed=cfg.data_seed)
+    res = train(cfg, data=_DATA[cfg.dataset])
+    return {"out": cfg.out, "accuracy": res.accuracy, "seconds": res.seconds}
+
+
+def _run_jobs(jobs: list[dict], n_procs: int, log) -> dict[str, dict]:
+    """Every job, on ``n_procs`` spawned processes (1: here); ``{out path: result}``."""
+    results = {}
+    if n_procs <= 1:
+        for k, job in enumerate(jobs):
+            results[job["out"]] = _train_job(job)
+            if (k + 1) % 10 == 0:
+                log(f"{k + 1}/{len(jobs)} runs done")
+        return results
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # inherited by the workers
+    try:
+        with ProcessPoolExecutor(max_workers=n_procs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_train_job, job) for job in jobs]
+            for k, fut in enumerate(as_completed(futures)):
+                r = fut.result()
+                results[r["out"]] = r
+                if (k + 1) % 10 == 0:
+                    log(f"{k + 1}/{len(jobs)} runs done")
+    finally:
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return results
+
+
+# -- auditing -----------------------------------------------------------------------------------
 
 def _audit_file(path: str):
     from netgraph import audit, graph_from_checkpoint, load_checkpoint, reachability
@@ -47,7 +122,7 @@ def _audit_file(path: str):
 
 
 def _write_json(path: str, data) -> None:
-    from netgraph import atomic_write
+    from netgraph.io import atomic_write
 
     def write(tmp):
         with open(tmp, "w") as fh:
@@ -56,166 +131,225 @@ def _write_json(path: str, data) -> None:
     atomic_write(path, write)
 
 
-def _row(label: str, rep, accuracy) -> str:
-    s = rep.summary
-    pct = 100.0 * s.effective / s.kept if s.kept else 0.0
-    acc = f"{100 * accuracy:.1f} %" if accuracy is not None else "–"
-    return (f"<tr><td>{html.escape(label)}</td><td>{s.kept:,}</td><td>{s.effective:,}</td><td>{s.dead:,}</td>"
-            f"<td>{s.constant:,}</td><td>{pct:.1f} %</td><td>{100 * s.sparsity:.2f} %</td>"
-            f"<td>{100 * s.effective_sparsity:.2f} %</td><td>{acc}</td></tr>")
+def _summary(rows: list[dict]) -> list[dict]:
+    """viz's per-cell mean ± sd, plus the mean effective count (for the tables)."""
+    import viz
+
+    out = viz.ablation_summary(rows)
+    for e in out:
+        mine = [r for r in rows if r["method"] == e["method"] and r["rate"] == e["rate"]]
+        e["effective_count_mean"] = sum(r["effective"] for r in mine) / len(mine)
+    return out
 
 
-def _layer_table(rep) -> str:
-    rows = "".join(
-        f"<tr><td><code>{html.escape(l.name)}</code></td><td>{'×'.join(map(str, l.shape))}</td><td>{l.kept:,}</td>"
-        f"<td>{l.effective:,}</td><td>{l.dead:,}</td><td>{l.constant:,}</td><td>{l.dead_units_out}</td></tr>"
-        for l in rep.layers)
-    return ("<table><tr><th>layer</th><th>shape</th><th>kept</th><th>effective</th><th>dead</th><th>constant</th>"
-            f"<th>dead units out</th></tr>{rows}</table>")
+def _machine() -> str:
+    import platform
 
+    return f"{os.cpu_count()} CPU cores ({platform.machine()}), load average {os.getloadavg()[0]:.1f} at the end"
+
+
+# -- the command --------------------------------------------------------------------------------
 
 def run(args) -> int:
     from netgraph.errors import NetgraphError
+    from netgraph.io import atomic_dir, output_dir
 
     if not 0.0 < args.rate < 1.0:
         raise NetgraphError(f"--rate must be in (0, 1), got {args.rate}")
     epochs = args.epochs or (8 if args.quick else 40)
     if epochs < 2:
         raise NetgraphError(f"--epochs must be at least 2, got {epochs}")
-    out = os.path.abspath(args.out)
-    os.makedirs(out, exist_ok=True)
+    seeds = args.seeds or (2 if args.quick else 3)
+    if seeds < 1 or args.jobs < 1:
+        raise NetgraphError(f"--seeds and --jobs must be at least 1, got {seeds} and {args.jobs}")
+    out = output_dir(args.out, force=args.force)  # refused before any training
     t0 = time.perf_counter()
 
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    state: dict = {}
+    atomic_dir(out, lambda tmp: _build(tmp, args, epochs, seeds, t0, log, state), force=args.force)
+    for line in state["printed"]:
+        print(line)
+    print(f"report: {os.path.join(out, 'index.html')} ({state['seconds']:.0f} s)")
+    return 0
+
+
+def _build(tmp: str, args, epochs: int, seeds: int, t0: float, log, state: dict) -> None:
     import viz
     from netgraph.io import repair_checkpoint
-    from trainer import TrainConfig, train
 
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr)
+    rates = QUICK_RATES if args.quick else DIGITS_RATES
+    seed_list = list(range(args.seed, args.seed + seeds))
+    for sub in ("digits", "gcn"):
+        os.makedirs(os.path.join(tmp, sub))
+    common = dict(epochs=epochs, device=args.device, progress=False)
+    jobs, cells = [], []  # cells: (sweep, method, rate, seed, relative path)
+    for seed in seed_list:
+        for method, rate in [("dense", 0.0)] + [(m, r) for r in rates for m in ("mp", "mp-tc")]:
+            rel = f"digits/mlp_{method}_{rate:g}_s{seed}.pt"
+            jobs.append(dict(model="mlp", dataset="digits", mlp_hidden=DIGITS_HIDDEN, method=method, rate=rate,
+                             seed=seed, out=os.path.join(tmp, rel), **common))
+            cells.append(("digits", method, rate, seed, rel))
+        for method, rate in (("dense", 0.0), ("mp", args.rate), ("mp-tc", args.rate)):
+            rel = f"gcn/gcn_sbu_{method}_s{seed}.pt"
+            jobs.append(dict(model="gcn", preset="sbu", dataset="synthetic-sbu", method=method, rate=rate, seed=seed,
+                             out=os.path.join(tmp, rel), **common))
+            cells.append(("gcn", method, rate, seed, rel))
+    for method in ("mp", "mp-tc"):
+        rel = f"mlp_tiny_{method}.pt"
+        jobs.append(dict(model="mlp", dataset="digits", mlp_hidden=TINY_HIDDEN, method=method, rate=TINY_RATE,
+                         seed=args.seed, out=os.path.join(tmp, rel), **common))
+    log(f"training {len(jobs)} models ({epochs} epochs each) on {args.jobs} process(es)")
+    results = _run_jobs(jobs, args.jobs, log)
 
-    labels = {"mp": "MP", "mp-tc": "MP + TC"}
-    sweep = sorted({args.rate} if args.quick else {0.9, 0.95, 0.98, args.rate, 0.995})
-    runs = {}     # the main rate: method -> (label, checkpoint, accuracy)
-    results = {}  # (method, rate) -> (checkpoint, TrainResult)
-    for rate in sweep:
-        for method, label in labels.items():
-            main_rate = rate == args.rate
-            name = f"gcn_sbu_{method}.pt" if main_rate else f"sweep/gcn_sbu_{method}_{rate:g}.pt"
-            path = os.path.join(out, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            log(f"training the SBU GCN with {label} at rate {rate:g} ({epochs} epochs)")
-            cfg = TrainConfig(model="gcn", preset="sbu", dataset="synthetic-sbu", method=method, rate=rate,
-                              epochs=epochs, seed=args.seed, device=args.device, out=path, progress=True)
-            res = train(cfg)
-            results[(method, rate)] = (path, res)
-            if main_rate:
-                runs[method] = (label, path, res.accuracy)
+    log("auditing every checkpoint from its file")
+    from trainer import load_dataset
 
-    log("auditing the checkpoints")
-    audited = {m: _audit_file(p) for m, (_, p, _) in runs.items()}
-    log("repairing the MP checkpoint (prune, reconnect)")
-    mp_path = runs["mp"][1]
+    sizes = {}
+    for ds in ("digits", "synthetic-sbu"):
+        d = load_dataset(ds)
+        sizes[ds] = (int(d.y_test.shape[0]), int(d.classes))
+    sweeps: dict[str, list[dict]] = {"digits": [], "gcn": []}
+    audited = {}
+    for sweep, method, rate, seed, rel in cells:
+        path = os.path.join(tmp, rel)
+        ckpt, graph, reach, rep = _audit_file(path)
+        audited[rel] = (ckpt, graph, reach, rep)
+        s = rep.summary
+        ds = "digits" if sweep == "digits" else "synthetic-sbu"
+        n_test, classes = sizes[ds]
+        sweeps[sweep].append({"dataset": ds, "method": LABELS[method], "rate": rate, "seed": seed,
+                              "kept": s.kept, "effective": s.effective, "dead": s.dead,
+                              "effective_pct": 100.0 * s.effective / s.kept if s.kept else 0.0,
+                              "accuracy": 100.0 * results[path]["accuracy"], "n_test": n_test, "classes": classes,
+                              "checkpoint": rel})
+    headline_rate = HEADLINE_RATE if HEADLINE_RATE in rates else max(rates)
+    info = {}
+    for sweep, ds, hr in (("digits", "digits", headline_rate), ("gcn", "synthetic-sbu", args.rate)):
+        n_test, classes = sizes[ds]
+        info[sweep] = {"dataset": ds, "rows": sweeps[sweep], "summary": _summary(sweeps[sweep]),
+                       "methods": [LABELS["mp"], LABELS["mp-tc"]], "dense": LABELS["dense"], "headline_rate": hr,
+                       "n_test": n_test, "chance": 100.0 / classes, "seeds": seed_list, "epochs": epochs}
+        _write_json(os.path.join(tmp, f"sweep_{sweep}.json"), info[sweep])
+
+    log("repairing one MP checkpoint of the GCN (prune, reconnect)")
+    s0 = args.seed
+    main = {m: f"gcn/gcn_sbu_{m}_s{s0}.pt" for m in ("mp", "mp-tc")}
     repaired = {}
     for mode in ("prune", "reconnect"):
-        path = os.path.join(out, f"gcn_sbu_mp_{mode}.pt")
-        repair_checkpoint(mp_path, path, mode)
-        repaired[mode] = (path, _audit_file(path))
+        rel = f"gcn/gcn_sbu_mp_s{s0}_{mode}.pt"
+        repair_checkpoint(os.path.join(tmp, main["mp"]), os.path.join(tmp, rel), mode)
+        repaired[mode] = (rel, _audit_file(os.path.join(tmp, rel)))
+    for m, rel in main.items():
+        _write_json(os.path.join(tmp, f"audit_gcn_{m}.json"), audited[rel][3].to_dict())
+    for mode, (rel, a) in repaired.items():
+        _write_json(os.path.join(tmp, f"audit_gcn_mp_{mode}.json"), a[3].to_dict())
 
     log("drawing the figures")
-    figures = []
+    figures: dict[str, tuple[str, str]] = {}
 
-    def save(fig, name: str, caption: str) -> None:
-        viz.save_figure(fig, os.path.join(out, name))
-        import matplotlib.pyplot as plt
+    def save(fig, slot: str, name: str, caption: str) -> None:
+        viz.save_figure(fig, os.path.join(tmp, name))
+        figures[slot] = (name, caption)
 
-        plt.close(fig)
-        figures.append((name, caption))
-
-    for m, (label, _, _) in runs.items():
-        ckpt, graph, reach, rep = audited[m]
-        views = viz.checkpoint_views(ckpt, reach)
-        save(viz.plot_layer_masks(views, show_constant=True, title=f"{label}: masks (dead weights marked)"),
-             f"masks_{m}.png", f"{label}: every pruned weight tensor; kept weights dark, dead ones in the warning colour")
-        save(viz.plot_audit(rep, graph, reach, title=f"{label}: per-layer connectivity"),
-             f"connectivity_{m}.png", f"{label}: per layer, kept weights split into effective / not accessible / "
-                                      "not coaccessible / constant, and the dead units of every group")
-    log("a tiny MLP on digits, drawn unit by unit")
-    for method, label in labels.items():
-        path = os.path.join(out, f"mlp_digits_{method}.pt")
-        cfg = TrainConfig(model="mlp", dataset="digits", mlp_hidden=(12, 10), method=method, rate=0.93,
-                          epochs=epochs, seed=args.seed, device=args.device, out=path, progress=False)
-        res = train(cfg)
-        ckpt, graph, reach, rep = _audit_file(path)
-        save(viz.plot_network(graph, reach, title=f"64-12-10-10 MLP on digits, {label} at 93 % "
-                                                  f"(test accuracy {100 * res.accuracy:.1f} %)"),
-             f"network_{method}.png", f"{label}: a tiny MLP drawn unit by unit; effective edges dark, dead edges in "
-                                      "the warning colour, constant edges dashed blue, dead units hollow")
+    # the headline: the sweep and, at the headline rate, which inputs still reach an output
+    inputs, input_counts = {}, {}
+    for m in ("mp", "mp-tc"):
+        _, graph, reach, _ = audited[f"digits/mlp_{m}_{headline_rate:g}_s{s0}.pt"]
+        st = viz.input_states(graph, reach)
+        inputs[LABELS[m]] = st
+        input_counts[LABELS[m]] = int((st == 2).sum())
+    d = info["digits"]
+    save(viz.plot_headline(d["rows"], inputs, shape=(8, 8), methods=[LABELS[k] for k in ("mp", "mp-tc", "dense")],
+                           inputs_title=f"the 64 input pixels at {100 * headline_rate:g} %, seed {s0}",
+                           title=f"MLP on digits: MP vs MP + TC ({len(seed_list)} seeds)"),
+         "headline", "headline.png",
+         f"Left: % of kept weights that are effective, and test accuracy, against the pruning rate "
+         f"(digits, real data; mean ± sd over {len(seed_list)} seeds, dots = single runs; dashed: the dense MLP, "
+         f"dotted: chance {d['chance']:.3g} %; test set {d['n_test']} images, one image = "
+         f"{100 / d['n_test']:.2g} points). Right: the 64 input pixels at {100 * headline_rate:g} % (seed {s0}); "
+         + ", ".join(f"{k}: {v} of 64 still reach an output" for k, v in input_counts.items())
+         + " (dark: reaches an output; vermillion: dead input; grey: unused).")
+    grid_cells = {(LABELS[m], r): audited[f"digits/mlp_{m}_{r:g}_s{s0}.pt"][0]
+                  for m in ("mp", "mp-tc") for r in rates}
+    views = viz.grid_views(grid_cells, "layers.0.weight")
+    dead_by_cell = {k: int(v.dead.sum()) for k, v in views.items()}
+    worst = max(dead_by_cell.items(), key=lambda kv: kv[1])
+    tc_dead = sum(v for (m, _), v in dead_by_cell.items() if m == LABELS["mp-tc"])
+    save(viz.plot_mask_grid(views, methods=[LABELS["mp"], LABELS["mp-tc"]], rates=list(rates),
+                            title=f"layers.0.weight (64 inputs -> 128 units), seed {s0}\n"
+                                  "across pruning rates, as Fig. 2 of the coarse-to-fine paper"),
+         "grid", "mask_grid.png",
+         f"The first layer's mask, methods in rows and rates in columns (seed {s0}). Dead weights in this layer: "
+         f"at most {worst[1]} ({worst[0][0]} at {100 * worst[0][1]:g} %); {tc_dead} in all MP + TC cells together.")
+    for m in ("mp", "mp-tc"):
+        ckpt, graph, reach, rep = audited[main[m]]
+        s = rep.summary
+        save(viz.plot_layer_masks(viz.checkpoint_views(ckpt, reach), show_constant=True,
+                                  title=f"GCN, {LABELS[m]} at {100 * args.rate:g} % (seed {s0}): masks"),
+             f"gcn_masks_{m}", f"gcn_masks_{m}.png",
+             f"GCN, {LABELS[m]}: every pruned weight tensor; {s.kept:,} kept, {s.dead:,} dead "
+             f"({s.constant:,} constant).")
+        save(viz.plot_audit(rep, graph, reach, title=f"GCN, {LABELS[m]}: per-layer connectivity"),
+             f"gcn_connectivity_{m}", f"gcn_connectivity_{m}.png",
+             f"GCN, {LABELS[m]}: kept weights per layer split into effective / not accessible / not "
+             f"coaccessible / constant; units per group: {s.dead_units} dead, {s.unused_units} unused.")
     ckpt, graph, reach, rep = repaired["prune"][1]
-    save(viz.plot_audit(rep, graph, reach, title="MP after repair --mode prune"), "connectivity_mp_prune.png",
-         "MP after `netgraph repair --mode prune`: the dead weights are gone, the function is unchanged")
-    rows = []
-    for (m, rate), (path, res) in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        s = _audit_file(path)[3].summary
-        rows.append({"method": labels[m], "rate": rate, "kept": s.kept, "dead": s.dead,
-                     "effective_pct": 100.0 * s.effective / max(s.kept, 1), "accuracy": 100.0 * res.accuracy})
-    _write_json(os.path.join(out, "sweep.json"), rows)
-    if len(sweep) > 1:
-        save(viz.plot_ablation(rows, title="MP vs MP + TC on synthetic SBU"), "sweep.png",
-             "% of kept weights that are effective, and test accuracy, against the pruning rate")
-        cells = {(labels[m], rate): path for (m, rate), (path, _) in results.items()}
-        save(viz.plot_mask_grid(cells, layer="fc.weight", methods=list(labels.values()), rates=sweep,
-                                title="fc.weight across pruning rates (as Fig. 2 of the coarse-to-fine paper)"),
-             "mask_grid.png", "the dense layer's mask, methods in rows and pruning rates in columns; "
-                              "dead weights in the warning colour")
+    s = rep.summary
+    before = audited[main["mp"]][3].summary
+    claim = ("no dead weight remains" if s.dead == 0 else
+             f"{s.dead:,} dead weights remain, {s.constant:,} of them constant (fed by a bias: removing them "
+             "would change the outputs)")
+    save(viz.plot_audit(rep, graph, reach, title="GCN, MP after `netgraph repair --mode prune`"),
+         "gcn_prune", "gcn_connectivity_mp_prune.png",
+         f"MP after repair --mode prune: {before.dead - s.dead:,} of {before.dead:,} dead weights removed; {claim}.")
+    tiny = {m: _audit_file(os.path.join(tmp, f"mlp_tiny_{m}.pt")) for m in ("mp", "mp-tc")}
+    (_, ga, ra, rep_a), (_, gb, rb, rep_b) = tiny["mp"], tiny["mp-tc"]
+    acc = {m: 100 * results[os.path.join(tmp, f"mlp_tiny_{m}.pt")]["accuracy"] for m in ("mp", "mp-tc")}
+    save(viz.plot_network_pair(ga, gb, labels=(f"MP ({acc['mp']:.1f} % accuracy)",
+                                               f"MP + TC ({acc['mp-tc']:.1f} % accuracy)"),
+                               reach_a=ra, reach_b=rb,
+                               title=f"64-12-10-10 MLP on digits at {100 * TINY_RATE:g} %, seed {s0}"),
+         "network", "network_pair.png",
+         f"A tiny MLP drawn unit by unit, both methods on one layout. MP: {rep_a.summary.dead} dead weights, "
+         f"{rep_a.summary.dead_units} dead and {rep_a.summary.unused_units} unused units; MP + TC: "
+         f"{rep_b.summary.dead} dead weights, {rep_b.summary.dead_units} dead and {rep_b.summary.unused_units} "
+         "unused units. Bold: effective connections the other model lacks; green rings: units in another state.")
 
-    for m in runs:
-        _write_json(os.path.join(out, f"audit_{m}.json"), audited[m][3].to_dict())
-    for mode, (path, a) in repaired.items():
-        _write_json(os.path.join(out, f"audit_mp_{mode}.json"), a[3].to_dict())
+    from ._report import render, summary_sentences
 
-    table = "".join(_row(label, audited[m][3], acc) for m, (label, _, acc) in runs.items())
-    table += _row("MP, repaired (prune)", repaired["prune"][1][3], None)
-    table += _row("MP, repaired (reconnect)", repaired["reconnect"][1][3], None)
-    figs = "".join(f'<figure><img src="{n}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
-                   for n, c in figures)
-    layers = "".join(f"<h3>{html.escape(label)}</h3>{_layer_table(audited[m][3])}" for m, (label, _, _) in runs.items())
-    sweep_rows = "".join(
-        f"<tr><td>{r['method']}</td><td>{100 * r['rate']:g} %</td><td>{r['kept']:,}</td><td>{r['dead']:,}</td>"
-        f"<td>{r['effective_pct']:.1f} %</td><td>{r['accuracy']:.1f} %</td></tr>" for r in rows)
-    sweep_table = ("<h2>Across pruning rates</h2><table><tr><th>method</th><th>rate</th><th>kept</th><th>dead</th>"
-                   f"<th>effective / kept</th><th>test accuracy</th></tr>{sweep_rows}</table>")
-    files = "".join(f'<li><a href="{n}">{n}</a></li>' for n in sorted(os.listdir(out))
-                    if n.endswith((".pt", ".json")))
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>netgraph demo</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td:first-child,th:first-child{{text-align:left}}img{{max-width:100%;border:1px solid #eee}}
-figure{{margin:2em 0}}figcaption{{color:#444}}</style></head><body>
-<h1>netgraph demo</h1>
-<p>The SBU-preset skeleton GCN (1 head, 8 filters) trained on the synthetic SBU stand-in (8 classes)
-for {epochs} epochs, pruned to {100 * args.rate:g} % with magnitude pruning (MP) and with MP plus the
-topologically consistent (TC) loss; then the MP model repaired. Also trained at rates
-{", ".join(f"{100 * r:g} %" for r in sweep)} for the curves. Seed {args.seed};
-total time {time.perf_counter() - t0:.0f} s.</p>
-<h2>Audit</h2>
-<table><tr><th>model</th><th>kept</th><th>effective</th><th>dead</th><th>constant</th><th>effective / kept</th>
-<th>sparsity</th><th>effective sparsity</th><th>test accuracy</th></tr>{table}</table>
-<p><em>Dead</em>: kept weights that no input reaches or that reach no output. <em>Constant</em>: dead
-weights fed only by a bias. Reproduce with <code>netgraph audit FILE</code>.</p>
-{sweep_table}
-<h2>Figures</h2>{figs}
-<h2>Per layer</h2>{layers}
-<h2>Files</h2><ul>{files}</ul>
-</body></html>"""
-    from netgraph import atomic_write
+    summary = summary_sentences(info["digits"], info["gcn"])
+    gacc = {r["checkpoint"]: r["accuracy"] / 100 for r in info["gcn"]["rows"]}
+    audits = [(f"{LABELS[m]} (seed {s0})", audited[main[m]][3].to_dict(), gacc[main[m]]) for m in ("mp", "mp-tc")]
+    audits += [(f"MP, repaired ({mode})", a[3].to_dict(), None) for mode, (_, a) in repaired.items()]
+    layers = [(f"GCN, {LABELS[m]}", audited[main[m]][3].to_dict()) for m in ("mp", "mp-tc")]
+    files = sorted(os.path.relpath(os.path.join(dp, f), tmp) for dp, _, fs in os.walk(tmp) for f in fs
+                   if f.endswith((".pt", ".json")))
+    seconds = time.perf_counter() - t0
+    settings = (f"Settings: seeds {', '.join(map(str, seed_list))}; {epochs} epochs per run; digits MLP "
+                f"64-{'-'.join(map(str, DIGITS_HIDDEN))}-10; GCN rate {100 * args.rate:g} %; "
+                f"{args.jobs} training process(es), one torch thread each.")
+    page = render(summary=summary, seconds=seconds, machine=_machine(), digits=info["digits"], gcn=info["gcn"],
+                  figures=figures, audits=audits, layers=layers, files=files, settings=settings)
+    from netgraph.io import atomic_write
 
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as fh:
+    def write(t):
+        with open(t, "w", encoding="utf-8") as fh:
             fh.write(page)
 
-    atomic_write(os.path.join(out, "index.html"), write)
-    for m, (label, _, acc) in runs.items():
-        s = audited[m][3].summary
-        print(f"{label:8s} kept {s.kept:6,}  effective {s.effective:6,}  dead {s.dead:6,}  accuracy {100 * acc:5.1f} %")
-    print(f"report: {os.path.join(out, 'index.html')}")
-    return 0
+    atomic_write(os.path.join(tmp, "index.html"), write)
+    _write_json(os.path.join(tmp, "timing.json"), {"seconds": seconds, "jobs": args.jobs, "runs": len(jobs),
+                                                   "machine": _machine()})
+    printed = []
+    for sweep in ("digits", "gcn"):
+        inf = info[sweep]
+        for e in inf["summary"]:
+            if e["rate"] == inf["headline_rate"] or e["rate"] == 0:
+                printed.append(f"{inf['dataset']:14s} {e['method']:8s} {100 * e['rate']:5g} %  effective "
+                               f"{e['effective_mean']:5.1f} ± {e['effective_sd']:4.1f} %  accuracy "
+                               f"{e['accuracy_mean']:5.1f} ± {e['accuracy_sd']:4.1f} %  ({e['runs']} seeds)")
+    state["printed"] = printed
+    state["seconds"] = seconds
+    log("done")
