@@ -354,3 +354,29 @@ def test_a_constant_pad_is_a_constant_source(module):
     states, _ = _check_equal(_ConstantPad(module).double(), (1, 1, 3))
     ws = states["conv2.weight"]
     assert ws.constant[0, 0, :2].all() and ws.effective[0, 0, 2] and not ws.effective[0, 0, :2].any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 2), st.integers(1, 3), st.integers(1, 4), st.integers(1, 3), st.integers(1, 2),
+       st.integers(1, 2), st.booleans(), st.integers(2, 7), st.integers(0, 2**16))
+def test_sparse_and_dense_boolean_convs_agree(nd, cin, cout_per, k, stride, dil, depthwise, size, seed):
+    from netgraph.torch._tapconv import BoolConv
+
+    groups = cin if depthwise else 1
+    cout = cout_per * groups
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand((cout, cin // groups) + (k,) * nd, generator=gen) < 0.3
+    out_size = (size - dil * (k - 1) - 1) // stride + 1
+    if out_size < 1:
+        return
+    in_shape, out_shape = (2, cin) + (size,) * nd, (2, cout) + (out_size,) * nd
+    x = torch.rand(in_shape, generator=gen) < 0.5
+    co = torch.rand(out_shape, generator=gen) < 0.5
+    inside = torch.rand((1, 1) + (size,) * nd, generator=gen) < 0.8
+    dense, sparse = (BoolConv(mask, stride, dil, groups, in_shape, out_shape, route=r) for r in ("dense", "sparse"))
+    assert torch.equal(dense.forward(x), sparse.forward(x))
+    assert torch.equal(dense.backward(co), sparse.backward(co))
+    assert torch.equal(dense.correlate(x, co) & mask, sparse.correlate(x, co))
+    assert torch.equal(dense.read_any(x) & mask, sparse.read_any(x) & mask)
+    ref = dense.correlate(inside.expand(in_shape).contiguous(), co, kept_only=False)
+    assert torch.equal(ref & mask, sparse.written_any(co, inside) & mask)

@@ -253,7 +253,7 @@ def reconnect_model(model: nn.Module, traced: TracedModel, *,
     budget = sum(int(kept.sum() - eff.sum()) for (_, _, kept, eff, _) in sel.values())
     while budget > 0:
         after_traced = trace_model(new, traced.input_shape)
-        after, after_taps = after_traced.reachability(), after_traced.taps().candidates
+        after, after_taps = after_traced.reachability(), after_traced.taps().candidates()
         chunks, owners, flats = [], [], []
         for k, name in enumerate(sel):
             b = traced.graph.block(name)

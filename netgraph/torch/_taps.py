@@ -42,7 +42,7 @@ Per op (kinds from :mod:`._ops`):
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -52,9 +52,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._reach import Reachability, WeightStates
-from ._builder import Val, mask_of, value_of
+from ._builder import Val, value_of
 from ._ops import op_kind
 from ._shapes import TensorInfo, has_tensor
+from ._tapconv import BoolConv
 
 __all__ = ["TapAnalysis", "tap_analysis"]
 
@@ -83,20 +84,23 @@ class TapAnalysis:
     weight_states : Mapping[str, WeightStates]
         Per weighted block (Linear / Conv) analysed at tap level: boolean arrays of the
         weight's shape.
-    candidates : Mapping[str, np.ndarray]
-        Per weighted block: the weights that are *not* kept but would be effective if they
-        were (they read an accessible position at a coaccessible one) — where a repair may
-        spend a budget.
     accessible, constant, coaccessible : Mapping[fx.Node, Tensor]
         Position maps of every tensor node (bool, the node's shape; tuples for
         multi-output nodes).
     """
 
     weight_states: Mapping[str, WeightStates]
-    candidates: Mapping[str, np.ndarray]
     accessible: Mapping[Any, Any]
     constant: Mapping[Any, Any]
     coaccessible: Mapping[Any, Any]
+    _pass: Any = field(default=None, repr=False)
+
+    def candidates(self) -> dict[str, np.ndarray]:
+        """Per weighted block: the weights that are *not* kept but would be effective if they
+        were (they read an accessible position at a coaccessible one) — where a repair may
+        spend a budget.  Computed on demand (one dense correlation per layer)."""
+        with torch.no_grad():
+            return self._pass.candidates()
 
     def reachability(self, base: Reachability, vals: Mapping[fx.Node, Any]) -> Reachability:
         """``base`` (channel level) refined by the positions: a unit is accessible iff some
@@ -152,8 +156,8 @@ def tap_analysis(gm: fx.GraphModule, values: Mapping[fx.Node, Any],
     with torch.no_grad():
         p.forward()
         p.backward()
-        states, candidates = p.weights()
-    return TapAnalysis(states, candidates, p.acc, p.cst, p.co)
+        states = p.weights()
+    return TapAnalysis(states, p.acc, p.cst, p.co, p)
 
 
 # --------------------------------------------------------------------------------------
@@ -162,6 +166,13 @@ def tap_analysis(gm: fx.GraphModule, values: Mapping[fx.Node, Any],
 
 def _f(t: torch.Tensor) -> torch.Tensor:
     return t.to(_F)
+
+
+def _kept(mod: nn.Module) -> torch.Tensor:
+    """Kept weights (bool): the ``weight_mask`` buffer of torch's prune format, else non-zeros."""
+    mask = getattr(mod, "weight_mask", None)
+    t = mask if isinstance(mask, torch.Tensor) else mod.weight
+    return (t.detach().cpu() != 0).contiguous()
 
 
 def _unbroadcast(t: torch.Tensor, shape) -> torch.Tensor:
@@ -494,7 +505,7 @@ class _Pass:
         name = f"{node.target}.weight"
         if x is None or name not in self.params:
             return None
-        m = _f(torch.from_numpy(np.ascontiguousarray(mask_of(mod, "weight") != 0)))
+        m = _f(_kept(mod))
         acc = (_f(x.acc) @ m.T) > 0
         cst = (_f(x.cst) @ m.T) > 0
         bias = value_of(mod, "bias")
@@ -532,16 +543,15 @@ class _Pass:
         if x is None or name not in self.params:
             return None
         nd, pad, mode = self._conv_geometry(mod, x.acc)
-        m = _f(torch.from_numpy(np.ascontiguousarray(mask_of(mod, "weight") != 0)))
-        conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
-        pa = self._pad(_f(x.acc), pad, mode)
-        pc = self._pad(_f(x.cst), pad, mode)
-        acc = conv(pa, m, None, mod.stride, 0, mod.dilation, mod.groups) > 0
-        cst = conv(pc, m, None, mod.stride, 0, mod.dilation, mod.groups) > 0
+        mask = _kept(mod)
+        pa = self._pad(_f(x.acc), pad, mode) > 0
+        pc = self._pad(_f(x.cst), pad, mode) > 0
+        conv = BoolConv(mask, mod.stride, mod.dilation, mod.groups, pa.shape, self.shape(node))
+        acc, cst = conv.forward(pa), conv.forward(pc)
         bias = value_of(mod, "bias")
         if bias is not None:
             cst = cst | (bias.detach().cpu() != 0).view((1, -1) + (1,) * nd)
-        self.weighted[node] = (name, "conv", m, pa > 0, pc > 0, (nd, pad, mode, mod))
+        self.weighted[node] = (name, "conv", conv, pa, pc, (nd, pad, mode, mod))
         return _S(acc, cst.expand(acc.shape))
 
     def f_mha(self, node):
@@ -745,23 +755,22 @@ class _Pass:
         self.add_co(node.args[0], (_f(co) @ m) > 0)
 
     def b_conv(self, node, co) -> None:
-        name, kind, m, pa, pc, (nd, pad, mode, mod) = self.weighted[node]
-        grad_input = (torch.nn.grad.conv1d_input, torch.nn.grad.conv2d_input, torch.nn.grad.conv3d_input)[nd - 1]
-        gp = grad_input(pa.shape, m, _f(co), mod.stride, 0, mod.dilation, mod.groups)
+        name, kind, conv, pa, pc, (nd, pad, mode, mod) = self.weighted[node]
+        gp = conv.backward(co)  # positions of the padded input
         x = self.state(node.args[0])
         if any(pad):
-            if mode == "constant":
+            if mode == "constant":  # padding reads nothing: crop it
                 index = [slice(None), slice(None)]
                 for d in range(nd):
                     lo, hi = pad[2 * (nd - 1 - d)], pad[2 * (nd - 1 - d) + 1]
                     index.append(slice(lo, gp.shape[2 + d] - hi))
                 gp = gp[tuple(index)]
-            else:  # the padded positions copy real ones: send their gradient back there
+            else:  # the padded positions copy real ones: send their marks back there
                 t = torch.ones(x.acc.shape, dtype=_F, requires_grad=True)
                 with torch.enable_grad():
-                    (gp_in,) = torch.autograd.grad(F.pad(t, pad, mode=mode), t, gp)
-                gp = gp_in
-        self.add_co(node.args[0], gp > 0)
+                    (gp,) = torch.autograd.grad(F.pad(t, pad, mode=mode), t, _f(gp))
+                gp = gp > 0
+        self.add_co(node.args[0], gp)
 
     def b_mha(self, node, co) -> None:
         self.b_unknown(node, co)
@@ -786,41 +795,45 @@ class _Pass:
     b_pool = b_move = b_join = b_reduce = b_flatten = b_unflatten = b_pad = b_constpad = b_struct
 
     # -- weights -----------------------------------------------------------------------
-    def weights(self) -> tuple[dict[str, WeightStates], dict[str, np.ndarray]]:
-        out, candidates = {}, {}
+    def weights(self) -> dict[str, WeightStates]:
+        out = {}
         for node, (name, kind, m, a, c, geo) in self.weighted.items():
             co = self.co.get(node)
             if not isinstance(co, torch.Tensor):
                 continue
-            kept = (m > 0).numpy()
             if kind == "linear":
-                A = _f(a).reshape(-1, a.shape[-1])
-                C = _f(c).reshape(-1, c.shape[-1])
-                B = _f(co).reshape(-1, co.shape[-1])
-                ones_out = torch.ones_like(B)
-                ones_in = torch.ones_like(A)
-                corr = lambda x, g: (g.T @ x) > 0  # noqa: E731
-                eff, acc = corr(A, B), corr(A, ones_out)
-                coacc, cst = corr(ones_in, B), corr(C, B)
+                kept = (m > 0).numpy()
+                A, C, B = (_f(t).reshape(-1, t.shape[-1]) for t in (a, c, co))
+                eff = (B.T @ A) > 0
+                acc = (torch.ones_like(B).T @ A) > 0
+                coacc = (B.T @ torch.ones_like(A)) > 0
+                cst = (B.T @ C) > 0
             else:
+                conv = m
+                kept = conv.mask.numpy()
+                eff = conv.correlate(a, co)
+                acc = conv.read_any(a)
                 nd, pad, mode, mod = geo
-                grad_w = (torch.nn.grad.conv1d_weight, torch.nn.grad.conv2d_weight,
-                          torch.nn.grad.conv3d_weight)[nd - 1]
                 x_shape = tuple(self.state(node.args[0]).acc.shape)
-                inside = self._pad(torch.ones((1,) + x_shape[1:], dtype=_F), pad, mode)  # real positions
-
-                def corr(x, g):
-                    return grad_w(x, m.shape, g, mod.stride, 0, mod.dilation, mod.groups) > 0
-
-                B = _f(co)
-                eff = corr(_f(a), B)
-                acc = corr(_f(a), torch.ones_like(B))
-                coacc = corr(inside.expand(a.shape[0], *inside.shape[1:]).contiguous(), B)
-                cst = corr(_f(c), B)
-            candidates[name] = ~kept & eff.numpy()
+                inside = self._pad(torch.ones((1, 1) + x_shape[2:], dtype=_F), pad, mode) > 0  # real positions
+                coacc = conv.written_any(co, inside)
+                dead = torch.from_numpy(kept) & ~eff
+                cst = conv.correlate(c, co) if bool(dead.any()) and bool(c.any()) else torch.zeros_like(eff)
             eff_n = kept & eff.numpy()
-            acc_n = kept & acc.numpy()
-            coacc_n = kept & coacc.numpy()
-            cst_n = kept & ~eff_n & cst.numpy()
-            out[name] = WeightStates(kept, acc_n, coacc_n, eff_n, kept & ~eff_n, cst_n)
-        return out, candidates
+            out[name] = WeightStates(kept, kept & acc.numpy(), kept & coacc.numpy(), eff_n, kept & ~eff_n,
+                                     kept & ~eff_n & cst.numpy())
+        return out
+
+    def candidates(self) -> dict[str, np.ndarray]:
+        """Unkept weights that would be effective (dense correlations: computed on demand)."""
+        out = {}
+        for node, (name, kind, m, a, c, geo) in self.weighted.items():
+            co = self.co.get(node)
+            if not isinstance(co, torch.Tensor):
+                continue
+            if kind == "linear":
+                A, B = (_f(t).reshape(-1, t.shape[-1]) for t in (a, co))
+                out[name] = ~(m > 0).numpy() & ((B.T @ A) > 0).numpy()
+            else:
+                out[name] = ~m.mask.numpy() & m.correlate(a, co, kept_only=False).numpy()
+        return out
