@@ -143,14 +143,20 @@ for _ in range(repeats):
 print(json.dumps({"netgraph": ng, "networkx": nxt}))
 '''
 
-_PEAK = r'''
-import json, os, resource, sys
+_PEAK_KIB = r'''
+def peak_kib():  # VmHWM: ru_maxrss is carried across exec (it would include the parent's peak)
+    with open("/proc/self/status") as fh:
+        return int([l for l in fh if l.startswith("VmHWM:")][0].split()[1])
+'''
+
+_PEAK = _PEAK_KIB + r'''
+import json, os, sys
 p, out = sys.argv[1], sys.argv[2]
 sys.stdout = open(os.devnull, "w")
 from netgraph.cli import main
 rc = main(["audit", p, "--format", "json"])
 with open(out, "w") as fh:
-    json.dump({"rc": rc, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}, fh)
+    json.dump({"rc": rc, "peak_kib": peak_kib()}, fh)
 '''
 
 
@@ -289,9 +295,8 @@ def _bench_memory(folder, before, rows, gib: float, largest_mib: int):
         with open(out) as fh:
             d = json.load(fh)
         res[side] = f"{d['peak_kib'] / 2**20:.2f} GiB ({dt:.1f} s)"
-    base = _child_json([py, "-c", "import json, resource; import netgraph.io._stream, netgraph.cli.audit; "
-                        "print(json.dumps({'peak_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))"],
-                       _env(None))
+    base = _child_json([py, "-c", _PEAK_KIB + "import json; import netgraph.io._stream, netgraph.cli.audit; "
+                        "print(json.dumps({'peak_kib': peak_kib()}))"], _env(None))
     os.unlink(path)
     rows.append({"goal": f"peak memory auditing a {size / 2**30:.2f} GiB safetensors file, largest tensor "
                          f"{largest / 2**30:.2f} GiB", "target": f"≤ 1.2 × largest = {1.2 * largest / 2**30:.2f} GiB",
