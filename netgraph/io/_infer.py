@@ -55,6 +55,7 @@ import re
 from typing import Mapping
 
 import numpy as np
+import scipy.sparse as sp
 
 from ._checkpoint import Checkpoint, PrunableWeight, effective_tensor, natural_key
 from .._graph import GraphBuilder, LayeredGraph
@@ -68,6 +69,7 @@ _NEED_MODEL = "give the model (--model pkg.module:factory) so netgraph can trace
 #: Words (start of a name token) that mark a skip connection or a projection shortcut.
 SKIP_WORDS = ("downsampl", "shortcut", "skip", "residual", "proj")
 _SKIPS = ("plausible", "none")
+_SKIP = ":possible-skip"  # name suffix of the identity blocks of possible skips (the stream reads it)
 
 
 def graph_from_checkpoint(ckpt: Checkpoint, *, skips: str = "plausible") -> LayeredGraph:
@@ -129,15 +131,27 @@ def _divisors(n: int) -> list[int]:
 def _segment_orders(segs: list[list[PrunableWeight]], path: str) -> list[int]:
     """The one order of the prefix segments that the shapes allow; refuses otherwise.
 
-    A bounded, iterative depth-first search for Hamiltonian paths of the segments'
-    compatibility graph (last layer of one → first layer of the next), stopping at two.
-    Successors are found through indexes by width, never by comparing all pairs.
+    Two segments with the same widths and kinds at both ends can trade places in any
+    order, so they are refused at once.  Otherwise a bounded, iterative depth-first search
+    for Hamiltonian paths of the compatibility graph (last layer of one segment → first
+    layer of the next) stops at two; successors come from indexes by width (never a
+    comparison of all pairs), and every move or skipped candidate counts against the budget.
     """
     n = len(segs)
     if n == 1:
         return [0]
+    names = [f"{s[0].name}…" if len(s) > 1 else s[0].name for s in segs]
     firsts = [s[0] for s in segs]
     lasts = [s[-1] for s in segs]
+    seen: dict[tuple, int] = {}
+    for i in range(n):
+        sig = (firsts[i].mask.shape[1], firsts[i].mask.ndim > 2, lasts[i].mask.shape[0], lasts[i].mask.ndim > 2)
+        if sig in seen:
+            j = seen[sig]
+            raise ChainNotInferable(
+                f"{path}: the forward order is ambiguous: {names[j]} and {names[i]} take {sig[0]} and give "
+                f"{sig[2]} units, so the shapes cannot tell which comes first; {_NEED_MODEL}")
+        seen[sig] = i
     by_in: dict[int, list[int]] = {}
     flat_by_out: dict[int, list[int]] = {}  # linear-first segments reachable by a flatten
     conv_outs = {w.mask.shape[0] for w in lasts if w.mask.ndim > 2}
@@ -147,25 +161,17 @@ def _segment_orders(segs: list[list[PrunableWeight]], path: str) -> list[int]:
             for d in _divisors(w.mask.shape[1]):
                 if d in conv_outs and d != w.mask.shape[1]:
                     flat_by_out.setdefault(d, []).append(j)
-    nxt: list[list[int]] = []
-    for i, w in enumerate(lasts):
-        out = w.mask.shape[0]
-        cand = [j for j in by_in.get(out, ()) if j != i]
-        if w.mask.ndim > 2:
-            cand += [j for j in flat_by_out.get(out, ()) if j != i]
-        nxt.append(cand)
+    empty: list[int] = []
+    succ = [(by_in.get(w.mask.shape[0], empty), flat_by_out.get(w.mask.shape[0], empty) if w.mask.ndim > 2 else empty)
+            for w in lasts]  # shared lists: O(n) memory
     found: list[list[int]] = []
     steps = 0
     used = [False] * n
     exhausted = True
     for start in range(n):
-        stack = [[start, 0]]  # (segment, index of the next successor to try)
+        stack = [[start, 0]]  # (segment, position in its successor lists)
         used[start] = True
-        while stack:
-            steps += 1
-            if steps > _MAX_STEPS:
-                exhausted = False
-                break
+        while stack and exhausted:
             if len(stack) == n:
                 found.append([f[0] for f in stack])
                 if len(found) >= 2:
@@ -173,37 +179,47 @@ def _segment_orders(segs: list[list[PrunableWeight]], path: str) -> list[int]:
                 used[stack.pop()[0]] = False
                 continue
             top = stack[-1]
-            succ = nxt[top[0]]
-            while top[1] < len(succ) and used[succ[top[1]]]:
+            direct, flat = succ[top[0]]
+            j = -1
+            while top[1] < len(direct) + len(flat):
+                steps += 1
+                cand = direct[top[1]] if top[1] < len(direct) else flat[top[1] - len(direct)]
                 top[1] += 1
-            if top[1] == len(succ):
+                if not used[cand]:
+                    j = cand
+                    break
+            if steps > _MAX_STEPS:
+                exhausted = False
+            elif j < 0:
                 used[stack.pop()[0]] = False
-                continue
-            j = succ[top[1]]
-            top[1] += 1
-            used[j] = True
-            stack.append([j, 0])
+            else:
+                used[j] = True
+                stack.append([j, 0])
         for f in stack:
             used[f[0]] = False
         if len(found) >= 2 or not exhausted:
             break
-    names = [f"{s[0].name}…" if len(s) > 1 else s[0].name for s in segs]
     if len(found) == 1 and exhausted:
         return found[0]
     if len(found) >= 2:
         a, b = found[:2]
         raise ChainNotInferable(
-            f"{path}: the forward order is ambiguous: {' -> '.join(names[i] for i in a)} and "
-            f"{' -> '.join(names[i] for i in b)} both fit the shapes; {_NEED_MODEL}")
+            f"{path}: the forward order is ambiguous: {_short(names[i] for i in a)} and "
+            f"{_short(names[i] for i in b)} both fit the shapes; {_NEED_MODEL}")
     if exhausted:
-        shapes = ", ".join(f"{s[0].name} {tuple(s[0].mask.shape)}" + (
-            f" … {s[-1].name} {tuple(s[-1].mask.shape)}" if len(s) > 1 else "") for s in segs)
-        if len(shapes) > 400:
-            shapes = shapes[:400] + " …"
+        shapes = _short((f"{s[0].name} {tuple(s[0].mask.shape)}" + (
+            f" … {s[-1].name} {tuple(s[-1].mask.shape)}" if len(s) > 1 else "") for s in segs), sep=", ")
         raise ChainNotInferable(f"{path}: the weight shapes do not chain in any order ({shapes}); {_NEED_MODEL}")
     raise ChainNotInferable(
-        f"{path}: {n} groups of layers (key prefixes) admit too many orders to check within "
+        f"{path}: {n} groups of layers (key prefixes) admit too many candidate orders to check within "
         f"{_MAX_STEPS:,} search steps; {_NEED_MODEL}")
+
+
+def _short(items, limit: int = 8, sep: str = " -> ") -> str:
+    items = list(items)
+    if len(items) > limit:
+        items = items[:limit // 2] + [f"… ({len(items) - limit + 1} more) …"] + items[-(limit // 2 - 1):]
+    return sep.join(items)
 
 
 def _check_tensors(tensors: Mapping[str, np.ndarray], bn_prefixes: set[str], path: str) -> None:
@@ -297,13 +313,6 @@ def _stored_key(name: str, tensors: Mapping[str, np.ndarray]) -> str:
     return name if name in tensors else name + "_orig"
 
 
-def _describe(layers: list[PrunableWeight]) -> str:
-    names = [w.name for w in layers]
-    if len(names) > 8:
-        names = names[:4] + [f"… ({len(names) - 7} more) …"] + names[-3:]
-    return " -> ".join(names)
-
-
 def _build_chain(layers: list[PrunableWeight], tensors: Mapping[str, np.ndarray], bn_prefixes: set[str],
                  path: str, sorted_keys: bool, skips: str) -> LayeredGraph:
     def builder(with_skips: bool) -> tuple[GraphBuilder, int, list[str]]:
@@ -313,6 +322,7 @@ def _build_chain(layers: list[PrunableWeight], tensors: Mapping[str, np.ndarray]
         src = "input"
         outs: list[tuple[str, str, int]] = []  # (layer name, output group, width)
         last_of_width: dict[int, str] = {layers[0].mask.shape[1]: "input"}  # skip candidates
+        count_of_width: dict[int, int] = {layers[0].mask.shape[1]: 1}  # groups of that width (this domain)
         n_skips = 0
         for i, w in enumerate(layers):
             if i > 0:
@@ -320,8 +330,12 @@ def _build_chain(layers: list[PrunableWeight], tensors: Mapping[str, np.ndarray]
                 if factor != 1:
                     flat = f"{src}:flatten"
                     b.expand(src, flat, factor)
+                    if with_skips:
+                        n_skips += _possible_concats(b, src, flat, layers[i - 1], factor,
+                                                     count_of_width.get(layers[i - 1].mask.shape[0], 1))
                     src = flat
                     last_of_width = {w.mask.shape[1]: flat}  # no identity skip across a flatten
+                    count_of_width = {w.mask.shape[1]: 1}
             dst = w.name[: -len(".weight")] if w.name.endswith(".weight") else w.name
             b.weight(w.name, src, dst, w.mask)
             bias = effective_tensor(tensors, _bias_key(w.name))
@@ -334,34 +348,69 @@ def _build_chain(layers: list[PrunableWeight], tensors: Mapping[str, np.ndarray]
                 b.constant(dst, bias != 0)
             width = w.mask.shape[0]
             if with_skips and width in last_of_width:
-                b.identity(last_of_width[width], dst, name=f"{last_of_width[width]}->{dst}:possible-skip")
+                b.identity(last_of_width[width], dst, name=f"{last_of_width[width]}->{dst}{_SKIP}")
                 n_skips += 1
             last_of_width[width] = dst
+            count_of_width[width] = count_of_width.get(width, 0) + 1
             outs.append((w.name, dst, width))
             src = dst
         _attach_batchnorms(b, outs, tensors, bn_prefixes, path, sorted_keys, warnings)
         return b, n_skips, warnings
 
     assumption = (
-        f"topology inferred from the weight shapes without model code: assumed the chain {_describe(layers)} "
+        f"topology inferred from the weight shapes without model code: assumed the chain {_short(w.name for w in layers)} "
         "with only elementwise ops (activation, BatchNorm, dropout), pooling and flatten between layers; "
         "an op that mixes units (cumsum, attention, a product of activations) is invisible in a state_dict "
         f"and would make this audit wrong; {_NEED_MODEL} for the exact graph")
     b, n_skips, warnings = builder(skips == "plausible")
     if n_skips:
         assumption += (
-            "; identity skips between equal-width layers (as in a ResNet) cannot be ruled out, so they are "
-            "assumed possible (a sound over-approximation: a weight called dead is dead with or without them)")
+            "; identity skips between equal-width layers (as in a ResNet) and concatenations of equal-width "
+            "tensors before a flatten cannot be ruled out, so they are assumed possible (a sound "
+            "over-approximation: a weight called dead is dead with or without them); any other "
+            "concatenation is assumed absent")
+    elif skips == "none":
+        assumption += "; no skip connection or concatenation (skips='none')"
+    else:
+        assumption += "; no two layers have equal widths, so no identity skip fits; concatenations are assumed absent"
     b.warn(assumption)
     for msg in warnings:
         b.warn(msg)
     graph = b.build(topology="inferred-chain")
-    if n_skips:
-        plain, _, _ = builder(False)
-        extra = _revived(plain.build(), graph)
+    if n_skips:  # the plain chain: the same graph without the possible skips
+        plain = dataclasses.replace(graph, blocks=tuple(x for x in graph.blocks if not x.name.endswith(_SKIP)))
+        extra = _revived(plain, graph)
         if extra:
             graph = dataclasses.replace(graph, warnings=graph.warnings + (revived_warning(extra),))
     return graph
+
+
+def _possible_concats(b: GraphBuilder, src: str, flat: str, conv: PrunableWeight, factor: int, parts: int) -> int:
+    """Over-approximate a concatenation of ``m`` equal-width tensors just before a flatten.
+
+    ``cat([t_1 … t_m], dim=1).flatten(1)`` with ``C`` channels each and ``s`` positions
+    (``m * s == factor``; ``s`` a square for a 2-D conv) puts channel ``c`` of part ``p`` at
+    features ``p*C*s + c*s … + s-1``.  The parts are groups of width ``C`` (at most
+    ``parts`` of them: the input and the layer outputs since the last flatten), which all
+    reach channel ``c`` of ``src`` through the possible identity skips, so one block per
+    admissible ``m`` from ``src`` covers them.  Returns the number of blocks added.
+    """
+    width = conv.mask.shape[0]
+    added = 0
+    for m in range(2, min(parts, factor) + 1):
+        s = factor // m
+        if factor % m or (conv.mask.ndim == 4 and math.isqrt(s) ** 2 != s):
+            continue
+        c = np.arange(width, dtype=np.int64)
+        p = np.arange(m, dtype=np.int64)
+        j = np.arange(s, dtype=np.int64)
+        cols = (p[None, :, None] * width * s + c[:, None, None] * s + j[None, None, :]).reshape(width, -1)
+        rows = np.repeat(c, m * s)
+        matrix = sp.coo_matrix((np.ones(rows.size, bool), (rows, cols.ravel())), shape=(width, width * factor))
+        b.connect(src, flat, matrix, name=f"{src}->{flat}:concat-of-{m}{_SKIP}",
+                  note=f"a concatenation of {m} tensors of {width} channels before the flatten cannot be ruled out")
+        added += 1
+    return added
 
 
 def revived_warning(extra: int) -> str:
