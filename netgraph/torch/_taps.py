@@ -567,7 +567,9 @@ class _Pass:
         if node.op == "call_method":
             if any_window and node.target in ("amax", "amin"):
                 return args[0].sum(*args[1:], **kwargs)
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
+            # the states may be laid out differently from the traced values: view → reshape
+            method = {"view": "reshape", "view_as": "reshape_as"}.get(node.target, node.target)
+            return getattr(args[0], method)(*args[1:], **kwargs)
         mod = self.gm.get_submodule(node.target)
         if any_window and isinstance(mod, (nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)):
             return F.pad(args[0], mod.padding)  # its value is a constant source (see f_constpad)
