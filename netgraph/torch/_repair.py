@@ -42,7 +42,7 @@ from scipy.sparse.csgraph import connected_components
 from torch.nn.utils import prune
 
 from .._graph import pair_selector
-from .._reach import Reachability
+from .._reach import EFFECTIVE, Reachability, unit_states
 from ._trace import TracedModel, _mask_of, _value_of, example_tensor
 from ..errors import NetgraphError
 
@@ -362,10 +362,11 @@ def _keep_units(traced: TracedModel, reach: Reachability) -> dict[str, np.ndarra
     adj = sp.coo_matrix((np.ones(r.size, bool), (r, c)), shape=(total, total))
     _, label = connected_components(adj, directed=False)
     bad = np.zeros(total, bool)  # a unit that must stay
-    for g in names:
+    states = unit_states(graph, reach)  # the audit's unit states: effective units stay; dead and
+    for g in names:                     # unused ones go, unless they carry a constant to an output
         s = slice(offset[g], offset[g] + graph.groups[g].width)
-        removable = ~reach.coaccessible[g] | (~reach.accessible[g] & ~reach.constant[g])
-        bad[s] = ~removable | (g in plan.pins)
+        stays = (states[g] == EFFECTIVE) | (reach.constant[g] & reach.coaccessible[g])
+        bad[s] = stays | (g in plan.pins)
     while True:
         stays = np.bincount(label, weights=bad, minlength=label.max() + 1) > 0
         keep = {g: stays[label[offset[g]:offset[g] + graph.groups[g].width]] for g in names}
@@ -415,7 +416,7 @@ def compact_model(model: nn.Module, traced: TracedModel, *, repeats: int = 20,
     """
     pruned = strip_pruning(prune_model(model, traced))
     small = _copy(pruned).eval()
-    keep = _keep_units(traced, traced.reachability())
+    keep = _keep_units(traced, traced.tap_reachability())  # the reachability the audit reports
     widths: dict[str, tuple[int, int]] = {}
     with torch.no_grad():
         for layer in traced._plan.layers:
