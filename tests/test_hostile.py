@@ -3,8 +3,8 @@ here byte by byte, run through ``netgraph audit`` and ``netgraph repair`` as chi
 
 Each must end with exit code 2 and exactly one stderr line ``netgraph: error: …`` (no
 traceback, no raw control character), nothing on stdout, no file left beside the input, no
-payload run, and a bounded peak RSS of the child (measured with ``os.wait4``: < 300 MB for
-inputs under 1 MB — importing torch alone takes about 230 MB).
+payload run, and a bounded peak RSS of the child (its own ``VmHWM``: < 300 MB for inputs under
+1 MB — importing torch alone takes about 230 MB).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -34,28 +33,42 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # -- running a child ----------------------------------------------------------------------
 
+_CHILD = (
+    "import os, sys\n"
+    "from netgraph.cli import main\n"
+    "try:\n"
+    "    rc = main(sys.argv[1:])\n"
+    "finally:\n"
+    "    with open('/proc/self/status') as fh:\n"
+    "        hwm = [l.split()[1] for l in fh if l.startswith('VmHWM:')][0]\n"
+    "    with open(os.environ['NETGRAPH_TEST_HWM'], 'w') as fh:\n"
+    "        fh.write(hwm)\n"
+    "sys.exit(rc)\n"
+)
+
+
 def run_child(argv, cwd, timeout: float = 120.0):
-    """``python -m netgraph *argv`` → (exit code, stdout, stderr, peak RSS in KB)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen([sys.executable, "-m", "netgraph", *argv], stdout=out, stderr=err,
+    """``netgraph *argv`` in a child process → (exit code, stdout, stderr, peak RSS in KB).
+
+    The peak is the child's own ``VmHWM`` (read by the child as it exits): ``ru_maxrss`` of a
+    child started with vfork also counts the parent's peak, so it would measure pytest.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".hwm") as hwm:
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO, NETGRAPH_TEST_HWM=hwm.name)
+        p = subprocess.Popen([sys.executable, "-c", _CHILD, *argv], stdout=out, stderr=err,
                              stdin=subprocess.DEVNULL, cwd=cwd, env=env)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                p.kill()
-                pid, status, usage = os.wait4(p.pid, 0)
-                p.returncode = -9
-                pytest.fail(f"netgraph {argv!r} still ran after {timeout} s (a hang)")
-            time.sleep(0.02)
-        p.returncode = os.waitstatus_to_exitcode(status)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            pytest.fail(f"netgraph {argv!r} still ran after {timeout} s (a hang)")
         out.seek(0)
         err.seek(0)
+        peak = hwm.read().strip()
         return (p.returncode, out.read().decode("utf-8", "backslashreplace"),
-                err.read().decode("utf-8", "backslashreplace"), usage.ru_maxrss)
+                err.read().decode("utf-8", "backslashreplace"), int(peak) if peak else None)
 
 
 # -- builders: each writes one hostile file into a folder and returns its path -------------
@@ -443,6 +456,7 @@ def test_hostile_file_is_refused_in_one_line(tmp_path, name, make, expected):
         assert out == "", out
         assert set(os.listdir(tmp_path)) == before, "a file was left beside the input"
         assert not os.path.exists(MARKER), "a pickle ran code"
+        assert rss_kb is not None, "the child did not report its peak memory (it crashed)"
         if is_small:
             assert rss_kb < RSS_LIMIT_KB, f"{argv[0]} peaked at {rss_kb / 1024:.0f} MB"
 
