@@ -270,3 +270,20 @@ def test_peak_memory_is_one_tensor_not_the_file(tmp_path, fmt):
     """))
     print(f"peak {peak} KiB, baseline {base} KiB, largest tensor {largest // 1024} KiB")
     assert base > 0 and (peak - base) * 1024 <= 1.2 * largest, (peak, base)
+
+
+def _hostile_cases():
+    from . import test_hostile
+
+    return test_hostile.CASES
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch warns while the table builds sparse/quantized files
+@pytest.mark.parametrize("name, make, expected", _hostile_cases(), ids=[c[0] for c in _hostile_cases()])
+def test_hostile_files_get_the_same_refusal(tmp_path, name, make, expected):
+    """The hardening table (built byte by byte): the stream refuses each file exactly as the
+    strict in-memory loader does (same error class, same message)."""
+    p = make(tmp_path)
+    want = _in_memory(p)
+    got = _outcome(lambda: audit_path(p, chunk_bytes=4).report)
+    assert got == want

@@ -32,28 +32,19 @@ checkpoint already in memory.
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import BadCheckpoint, NetgraphError
+from ..errors import BadCheckpoint, NetgraphError, show
 from ._checkpoint import Checkpoint, PrunableWeight, natural_key
 
 __all__ = ["StreamResult", "audit_path", "stream_audit", "audit_arrays", "CHUNK_BYTES"]
 
 CHUNK_BYTES = 1 << 20  # one chunk of raw tensor bytes: fits in L2 with its float32 tap matrix
 _EXACT_F32 = 1 << 24  # float32 holds every integer up to 2**24 exactly
-
-_ST_DTYPES = {  # safetensors dtype -> (numpy dtype as stored, name as the in-memory loader reports it)
-    "F64": (np.float64, "float64"), "F32": (np.float32, "float32"), "F16": (np.float16, "float16"),
-    "BF16": (np.uint16, "bfloat16"), "I64": (np.int64, "int64"), "I32": (np.int32, "int32"),
-    "I16": (np.int16, "int16"), "I8": (np.int8, "int8"), "U8": (np.uint8, "uint8"), "BOOL": (np.bool_, "bool"),
-}
-
 
 class _Fallback(Exception):
     """The stream cannot handle this file; the in-memory path will (the message says why)."""
@@ -74,107 +65,62 @@ class _Entry:
         return int(np.prod(self.shape, dtype=np.int64))
 
 
-def _widen(raw: np.ndarray, stored: str) -> np.ndarray:
-    """Stored values -> what the in-memory loader holds (float16/bfloat16 -> float32)."""
-    if stored == "bfloat16":
-        return (raw.astype(np.uint32) << 16).view(np.float32)
-    if raw.dtype == np.float16:
-        return raw.astype(np.float32)
-    return raw
-
-
-def _safetensors_header(path: str) -> tuple[dict, dict, int]:
-    """The header checks of the in-memory safetensors reader, on the header alone:
-    (entries, netgraph meta, offset of the data)."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        raw = fh.read(n)
-    dupes: list[str] = []
-
-    def pairs(items):
-        seen = {}
-        for k, v in items:
-            if k in seen:
-                dupes.append(k)
-            seen[k] = v
-        return seen
-
-    try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=pairs)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadCheckpoint(f"{path}: safetensors header is not valid JSON ({exc})") from None
-    if dupes:
-        raise BadCheckpoint(f"{path}: safetensors header repeats key {dupes[0]!r}; keys must be unique")
-    if not isinstance(header, dict):
-        raise BadCheckpoint(f"{path}: cannot be read as safetensors (header is not a JSON object)")
-    data_len = size - 8 - n
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        if not isinstance(info, Mapping) or "data_offsets" not in info:
-            raise BadCheckpoint(f"{path}: safetensors entry {key!r} has no data_offsets")
-        start, end = info["data_offsets"]
-        if not (0 <= start <= end <= data_len):
-            raise BadCheckpoint(
-                f"{path}: safetensors tensor {key!r} claims bytes {start}..{end} but the data is {data_len} bytes"
-            )
-    meta = {}
-    raw_meta = header.get("__metadata__") or {}
-    if isinstance(raw_meta, Mapping) and "netgraph" in raw_meta:
-        try:
-            meta = json.loads(raw_meta["netgraph"])
-        except (TypeError, json.JSONDecodeError):
-            raise BadCheckpoint(f"{path}: safetensors metadata 'netgraph' is not JSON") from None
-    return header, meta, 8 + n
-
-
 class _SafetensorsSource:
-    """A safetensors file read with ``preadv`` at the offsets of its (checked) header."""
+    """A safetensors file read with ``preadv`` at the offsets of its header, checked by the
+    strict reader's :func:`~netgraph.io._safetensors.read_header` (the same refusals)."""
 
     format = "safetensors"
 
     def __init__(self, path: str):
-        self.path = path
-        header, self.meta, data_start = _safetensors_header(path)
-        try:  # the library's own layout checks (contiguous, non-overlapping, sizes match dtypes)
-            from safetensors import safe_open
+        from . import _safetensors as _st
+        from ._pt import open_regular
 
-            with safe_open(path, framework="numpy") as f:
-                keys = list(f.keys())
-        except Exception as exc:
-            raise BadCheckpoint(f"{path}: cannot be read as safetensors ({type(exc).__name__}: {exc})") from None
-        self.entries: dict[str, _Entry] = {}
-        for key in keys:
-            info = header[key]
-            if info.get("dtype") not in _ST_DTYPES:
-                raise _Fallback(f"tensor {key!r} has dtype {info.get('dtype')}")
-            np_dtype, name = _ST_DTYPES[info["dtype"]]
-            shape = tuple(int(s) for s in info["shape"])
-            out = np.dtype(np.float32) if name in ("float16", "bfloat16") else np.dtype(np_dtype)
-            self.entries[key] = _Entry(key, shape, out, name, (data_start + int(info["data_offsets"][0]), np_dtype))
+        self.path = path
+        self._fh, size = open_regular(path)
+        try:
+            header = _st.read_header(self._fh, size, path)
+        except BaseException:
+            self._fh.close()
+            raise
+        self.meta = dict(header.netgraph)
         self.state_dict_key = None
-        self._fd = os.open(path, os.O_RDONLY)
+        self.entries: dict[str, _Entry] = {}
+        for key, (dtype, shape, start, end) in header.entries.items():
+            stored, name = _st.DTYPES[dtype]
+            raw = np.dtype(stored)
+            if name in ("float16", "bfloat16"):
+                out = np.dtype(np.float32)
+            elif name == "bool":
+                out = np.dtype(bool)
+            else:
+                out = raw.newbyteorder("=")
+            self.entries[key] = _Entry(key, tuple(shape), out, name, (start, raw))
         self._buf = np.empty(0, np.uint8)
 
     def read(self, e: _Entry, start: int, count: int) -> np.ndarray:
-        """Elements ``start .. start+count`` of the flattened tensor, widened."""
-        offset, np_dtype = e.ref
-        item = np.dtype(np_dtype).itemsize
-        nbytes = count * item
+        """Elements ``start .. start+count`` of the flattened tensor, as the strict reader gives them."""
+        offset, raw = e.ref
+        nbytes = count * raw.itemsize
         if self._buf.size < nbytes:
             self._buf = np.empty(nbytes, np.uint8)
         view = memoryview(self._buf)[:nbytes]
-        got = 0
+        got, fd = 0, self._fh.fileno()
         while got < nbytes:
-            n = os.preadv(self._fd, [view[got:]], offset + start * item + got)
+            n = os.preadv(fd, [view[got:]], offset + start * raw.itemsize + got)
             if n <= 0:
-                raise BadCheckpoint(f"{self.path}: truncated while reading tensor {e.key!r}")
+                raise BadCheckpoint(f"{self.path}: safetensors tensor {show(e.key)} is truncated")
             got += n
-        return _widen(self._buf[:nbytes].view(np_dtype), e.stored)
+        a = self._buf[:nbytes].view(raw)
+        if e.stored == "bfloat16":
+            return (a.astype(np.uint32) << 16).view(np.float32)
+        if e.stored == "float16":
+            return a.astype(np.float32)
+        if e.stored == "bool":
+            return a != 0
+        return a.astype(e.dtype, copy=False)
 
     def close(self) -> None:
-        os.close(self._fd)
+        self._fh.close()
 
 
 def _madvise_dontneed():
@@ -237,7 +183,9 @@ class _TorchSource:
 
     def read(self, e: _Entry, start: int, count: int) -> np.ndarray:
         part = e.ref[start:start + count]
-        if part.dtype.is_floating_point and part.dtype not in (self._torch.float32, self._torch.float64):
+        if part.dtype == self._torch.bool:
+            arr = part.view(self._torch.uint8).numpy() != 0  # canonical, as the strict reader gives it
+        elif part.dtype.is_floating_point and part.dtype not in (self._torch.float32, self._torch.float64):
             arr = part.float().numpy()
         else:
             arr = part.numpy()  # a view of the mapped file
@@ -325,9 +273,9 @@ class _Checker:
     def raise_if_bad(self) -> None:
         if self.inf:
             bad = "NaN" if self.nan else "Inf"
-            raise BadCheckpoint(f"{self.path}: tensor {self.key!r} contains {bad}; weights must be finite")
+            raise BadCheckpoint(f"{self.path}: tensor {show(self.key)} contains {bad}; weights must be finite")
         if self.bad is not None:
-            raise BadCheckpoint(f"{self.path}: mask {self.key!r} has values {self.bad.tolist()}; masks must be 0 or 1")
+            raise BadCheckpoint(f"{self.path}: mask {show(self.key)} has values {self.bad.tolist()}; masks must be 0 or 1")
 
 
 class _ValueError(Exception):
@@ -356,7 +304,8 @@ def _stub(shape, dtype) -> np.ndarray:
 
 
 def _prunable_layout(entries: Mapping[str, _Entry], path: str) -> dict[str, tuple[str, str | None, _Entry]]:
-    """``_checkpoint._prunable`` on shapes: name -> (values key, mask key or None, entry); same refusals."""
+    """``_checkpoint._prunable`` on shapes: name -> (values key, mask key or None, entry); the
+    same refusals in the same order (a test compares them on the bad-input table)."""
     out: dict[str, tuple[str, str | None, _Entry]] = {}
     for key in sorted(entries, key=natural_key):
         t = entries[key]
@@ -364,21 +313,25 @@ def _prunable_layout(entries: Mapping[str, _Entry], path: str) -> dict[str, tupl
             base = key[: -len("_mask")]
             orig = entries.get(base + "_orig")
             if orig is None:
-                raise BadCheckpoint(f"{path}: mask {key!r} has no {base + '_orig'!r}; prune format stores both")
+                raise BadCheckpoint(f"{path}: mask {show(key)} has no {show(base + '_orig')}; prune format stores both")
             if orig.shape != t.shape:
                 raise BadCheckpoint(
-                    f"{path}: mask {key!r} has shape {tuple(t.shape)} but {base + '_orig'!r} has "
+                    f"{path}: mask {show(key)} has shape {tuple(t.shape)} but {show(base + '_orig')} has "
                     f"{tuple(orig.shape)}; they must match"
                 )
             if t.size == 0:
-                raise BadCheckpoint(f"{path}: weight {base!r} has shape {tuple(t.shape)}: it is empty")
+                raise BadCheckpoint(f"{path}: weight {show(base)} has shape {tuple(t.shape)}: it is empty")
+            if base in out:
+                raise BadCheckpoint(f"{path}: {show(base)} is stored both plain and in prune format; keep one")
             out[base] = (base + "_orig", key, t)
         elif key.endswith("_orig"):
             if key[: -len("_orig")] + "_mask" not in entries:
-                raise BadCheckpoint(f"{path}: {key!r} has no matching _mask; prune format stores both")
+                raise BadCheckpoint(f"{path}: {show(key)} has no matching _mask; prune format stores both")
         elif len(t.shape) >= 2 and t.dtype.kind in "fiu":
             if t.size == 0:
-                raise BadCheckpoint(f"{path}: weight {key!r} has shape {tuple(t.shape)}: it is empty")
+                raise BadCheckpoint(f"{path}: weight {show(key)} has shape {tuple(t.shape)}: it is empty")
+            if key in out:
+                raise BadCheckpoint(f"{path}: {show(key)} is stored both plain and in prune format; keep one")
             out[key] = (key, None, t)
     return out
 
@@ -575,14 +528,25 @@ class StreamResult:
 def _open(path: str):
     from ._checkpoint import _sniff
 
-    if _sniff(path) == "safetensors":
+    if _sniff(path) == "safetensors":  # opened without blocking, regular files only
         return _SafetensorsSource(path)
     return _TorchSource(path)
 
 
 def _run(src, chunk_elems: int, source: str):
-    """Both passes over an open source; returns the report."""
+    """Both passes over an open source; returns the report.  The checks run in the strict
+    loader's order: structure (shapes), values (streamed; they win over any later refusal),
+    the stored topology, prune-format pairs, the graph."""
+    from ._checkpoint import check_structure
+
+    stubs = {k: _stub(e.shape, e.dtype) for k, e in src.entries.items()}
+    check_structure(stubs, src.path)
     try:
+        if src.meta and "topology" in src.meta:
+            from .._spec import _spec_limits, validate_spec
+
+            max_width, max_dense = _spec_limits(stubs)
+            validate_spec(src.meta["topology"], src.path, max_width=max_width, max_dense=max_dense)
         graph, layout, tensors = _skeleton(src, chunk_elems)
     except (NetgraphError, _ValueError):
         _validate_all(src, chunk_elems)  # a value error earlier in file order wins, as in memory
@@ -787,7 +751,7 @@ def audit_path(path: str | os.PathLike, *, source: str | None = None, chunk_byte
     >>> r.fallback, r.report.summary.kept, r.report.summary.effective
     (None, 6, 6)
     """
-    path = os.fspath(path)
+    path = os.fsdecode(os.fspath(path))  # as the strict loader names it (bytes names included)
     source = path if source is None else source
     try:
         src = _open(path)
