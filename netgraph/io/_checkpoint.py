@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import BadCheckpoint, UnsafeCheckpoint, show
-from . import _pt
+from . import _formats, _pt
 from . import _safetensors as _st
 from ._pt import open_regular
 
@@ -84,6 +84,8 @@ class Checkpoint:
     root: Any = field(default=None, repr=False)
     state_dict_key: str | None = None
     dtypes: Mapping[str, str] = field(default_factory=dict, repr=False)  # stored dtype, e.g. "bfloat16"
+    # safetensors ``__metadata__`` as read and checked (str -> str; ``netgraph`` included)
+    file_metadata: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def prunable(self) -> dict[str, PrunableWeight]:
         """Prunable weights by user name, in natural key order: prune-format pairs and
@@ -377,7 +379,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
     The file is opened once, without blocking (FIFOs and devices are refused), and read by
     the strict readers (:mod:`netgraph.io._pt`, :mod:`netgraph.io._safetensors`); see their
-    contracts for every rule.
+    contracts for every rule.  Other tools' layouts are recognised (:mod:`netgraph.io._formats`):
+    a sharded safetensors ``*.index.json`` (read shard by shard), an open_lth
+    ``model_ep<E>_it<I>.pth`` with ``mask.pth`` beside it, and an NNI mask dict
+    (``{module: {"weight": mask}}``, read as masks).
 
     Raises
     ------
@@ -391,13 +396,41 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         a zip archive that different readers would read differently.
     """
     path = os.fsdecode(os.fspath(path))
+    kind = _formats.detect(path)
+    if kind == "sharded":
+        return _formats.load_sharded(path)
+    if kind == "open_lth":
+        return _formats.load_with_masks(path, _formats.open_lth_mask_path(path))
+    ckpt = _load_plain(path, allow_nested=True)
+    masks = _formats.nni_masks(ckpt.root) if not ckpt.tensors else None
+    if masks is None:
+        return ckpt
+    # An NNI mask dict alone: the masks are the kept sets; the values are not in the file.
+    tensors, dtypes = {}, {}
+    for key, m in masks.items():
+        check_values(key + "_mask", m, path)  # 0/1 only
+        tensors[key + "_orig"] = (m != 0).astype(np.float32)
+        tensors[key + "_mask"] = (m != 0).astype(np.float32)
+        dtypes[key + "_orig"] = dtypes[key + "_mask"] = "float32"
+    _validate(tensors, path)
+    out = Checkpoint(path, "torch", tensors, {}, None, None, dtypes)
+    out.prunable()
+    return out
+
+
+def _load_plain(path: str, *, allow_nested: bool = False) -> Checkpoint:
+    """One torch or safetensors file read strictly into a :class:`Checkpoint`.  With
+    ``allow_nested``, a torch file whose state_dict values are all dicts (an NNI mask dict) is
+    returned unread (``tensors`` empty, ``root`` set) for the caller to interpret."""
     fh, size = open_regular(path)
     with fh:
         fmt = _sniff_open(fh, size, path)
         if fmt == "torch":
             root = _pt.load_torch_file(path, fh, size)
+            if allow_nested and _formats.nni_masks(root) is not None:
+                return Checkpoint(path, "torch", {}, {}, root, None, {})
             sd, meta, key = _unwrap(root, path)
-            tensors, dtypes = {}, {}
+            tensors, dtypes, file_md = {}, {}, {}
             cache: dict = {}
             for k, v in sd.items():
                 if _is_tensor(v):
@@ -408,7 +441,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                 else:
                     raise BadCheckpoint(f"{path}: entry {show(k)} is a {type(v).__name__}, expected a tensor")
         else:
-            tensors, meta, dtypes = _load_safetensors(path, fh, size)
+            tensors, meta, dtypes, file_md = _st.load_safetensors(path, fh, size)
             root, key = None, None
     _validate(tensors, path)
     if "topology" in meta:  # untrusted like the rest of the file: checked before anything uses it
@@ -416,7 +449,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
         max_width, max_dense = _spec_limits(tensors)
         validate_spec(meta["topology"], path, max_width=max_width, max_dense=max_dense)
-    ckpt = Checkpoint(path, fmt, tensors, meta, root, key, dtypes)
+    ckpt = Checkpoint(path, fmt, tensors, meta, root, key, dtypes, file_md)
     ckpt.prunable()  # validates prune-format pairs once, at the boundary
     return ckpt
 
