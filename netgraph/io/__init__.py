@@ -2,6 +2,7 @@
 
 =============================  ==================================================
 ``load_checkpoint``            a state_dict file → :class:`Checkpoint` (safe loaders only)
+``load_state_file``            a training state (``train --resume``), read as strictly
 ``save_checkpoint``            write tensors (+ netgraph metadata) atomically
 ``checkpoint_from_state_dict`` an in-memory state_dict → :class:`Checkpoint`
 ``graph_from_checkpoint``      the stored topology, or a chain inferred from shapes
@@ -23,6 +24,7 @@ from ._checkpoint import (
     checkpoint_from_state_dict,
     effective_tensor,
     load_checkpoint,
+    load_state_file,
     natural_key,
     save_checkpoint,
 )
@@ -38,6 +40,7 @@ __all__ = [
     "checkpoint_from_state_dict",
     "effective_tensor",
     "load_checkpoint",
+    "load_state_file",
     "natural_key",
     "save_checkpoint",
     "graph_from_checkpoint",
