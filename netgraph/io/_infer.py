@@ -164,11 +164,32 @@ def _segment_orders(segs: list[list[PrunableWeight]], path: str) -> list[int]:
     empty: list[int] = []
     succ = [(by_in.get(w.mask.shape[0], empty), flat_by_out.get(w.mask.shape[0], empty) if w.mask.ndim > 2 else empty)
             for w in lasts]  # shared lists: O(n) memory
+    # A segment nothing can precede must come first; two such segments: no order at all.
+    out_count: dict[int, int] = {}
+    conv_out_count: dict[int, int] = {}
+    for w in lasts:
+        out_count[w.mask.shape[0]] = out_count.get(w.mask.shape[0], 0) + 1
+        if w.mask.ndim > 2:
+            conv_out_count[w.mask.shape[0]] = conv_out_count.get(w.mask.shape[0], 0) + 1
+    starts = []
+    for j, w in enumerate(firsts):
+        width = w.mask.shape[1]
+        preds = out_count.get(width, 0) - (lasts[j].mask.shape[0] == width)
+        if w.mask.ndim == 2 and conv_out_count and preds == 0:
+            preds = sum(conv_out_count.get(d, 0) - (d == lasts[j].mask.shape[0] and lasts[j].mask.ndim > 2)
+                        for d in _divisors(width) if d != width)
+        if preds == 0:
+            starts.append(j)
+    if len(starts) > 1:
+        raise ChainNotInferable(
+            f"{path}: the weight shapes do not chain in any order: nothing can come before "
+            f"{names[starts[0]]} {tuple(firsts[starts[0]].mask.shape)} nor before {names[starts[1]]} "
+            f"{tuple(firsts[starts[1]].mask.shape)}; {_NEED_MODEL}")
     found: list[list[int]] = []
     steps = 0
     used = [False] * n
     exhausted = True
-    for start in range(n):
+    for start in starts or range(n):
         stack = [[start, 0]]  # (segment, position in its successor lists)
         used[start] = True
         while stack and exhausted:
