@@ -316,7 +316,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *,
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _file_mode())
         os.close(fd)
         os.chmod(tmp, _file_mode())  # open() applies the umask already; be explicit
-        write(tmp)
+        try:
+            write(tmp)
+        except RuntimeError as exc:  # torch's C++ writer reports a full disk as RuntimeError
+            if _nearly_full(folder):
+                raise OSError(errno.ENOSPC, "No space left on device") from None
+            raise OSError(errno.EIO, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]) from None
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
@@ -336,6 +341,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *,
         _unlink_quietly(tmp)
         raise
     _fsync_dir(folder)
+
+
+def _nearly_full(folder: str) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # pragma: no cover
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20
 
 
 def _fsync_dir(folder: str) -> None:
