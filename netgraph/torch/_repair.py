@@ -111,9 +111,8 @@ def _selections(traced: TracedModel, reach: Reachability, model: nn.Module):
         if ws is not None and ws.kept.shape == kept.shape and np.array_equal(ws.kept, kept):
             eff, cst = ws.effective.copy(), ws.constant.copy()
         else:
-            acc, coacc, const = reach.accessible[b.src], reach.coaccessible[b.dst], reach.constant[b.src]
-            eff = pair_selector(b, acc, coacc) & kept
-            cst = pair_selector(b, ~acc & const, coacc) & kept
+            ws = reach.weight_states(b, kept)
+            eff, cst = ws.effective, ws.constant
         out[b.name] = (mod, param, kept, eff, cst)
     return out
 
