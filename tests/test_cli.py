@@ -98,3 +98,34 @@ def test_doctests(module):
     mod = importlib.import_module(module)
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE, extraglobs={"np": np})
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_long_refusals_are_cut_to_one_readable_line():
+    from netgraph.cli import MAX_MESSAGE, one_line
+
+    words = [f"key{i}" for i in range(2000)]
+    text = "start of the rule: " + "\n".join(words) + " the fix: give --model"
+    line = one_line(text)
+    assert "\n" not in line and len(line) <= MAX_MESSAGE + 80
+    assert line.startswith("start of the rule:") and line.endswith("the fix: give --model")
+    cut = int(line.split("[... ")[1].split(" characters")[0].replace(",", ""))
+    assert len(" ".join(text.split())) == len(line.split(" [... ")[0]) + cut + len(line.split("...] ")[1])
+
+
+def test_repair_of_a_safetensors_file_with_batchnorm_between_equal_widths(tmp_path, capsys):
+    """The written file is audited as the file it is (a safetensors file's key order says
+    nothing about where a BatchNorm sits); it used to be refused after OUT was written."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 6),
+                            torch.nn.Linear(6, 3))
+    with torch.no_grad():
+        m[0].weight[m[0].weight.abs() < 0.3] = 0
+        m[2].weight[:, 1] = 0
+    src, out = tmp_path / "bn.safetensors", tmp_path / "out.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, src)
+    assert main(["repair", str(src), "-o", str(out), "--format", "json"]) == 0, capsys.readouterr().err
+    after = json.loads(capsys.readouterr().out)["after"]
+    assert main(["audit", str(out), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["layers"] == after["layers"]

@@ -15,10 +15,24 @@ from typing import Sequence
 
 from ..errors import NetgraphError, VerificationFailed
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "one_line"]
 
 # Order = order in --help.
 COMMANDS = ("audit", "repair", "compact", "plot", "train", "ablate", "demo", "bench")
+
+
+MAX_MESSAGE = 500  # characters of an error line; longer ones keep their start and their end
+
+
+def one_line(message: object, limit: int = MAX_MESSAGE) -> str:
+    """An error message as one readable line: whitespace runs (newlines included) become
+    one space; past ``limit`` characters the middle is cut (the start says what and which
+    rule, the end says the fix), and the line says how much was cut."""
+    text = " ".join(str(message).split())
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 2 // 3, limit // 4
+    return f"{text[:head]} [... {len(text) - head - tail:,} characters cut; --debug shows all ...] {text[-tail:]}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,12 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VerificationFailed as exc:
         if args.debug:
             raise
-        print(f"netgraph: verification failed: {exc}", file=sys.stderr)
+        print(f"netgraph: verification failed: {one_line(exc)}", file=sys.stderr)
         return 1
     except NetgraphError as exc:
         if args.debug:
             raise
-        print(f"netgraph: error: {exc}", file=sys.stderr)
+        print(f"netgraph: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `netgraph audit ... | head`
         sys.stderr.close()

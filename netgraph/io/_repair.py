@@ -28,6 +28,7 @@ Two parts, used by both ``netgraph repair`` paths (with and without ``--model``)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import struct
@@ -224,7 +225,11 @@ def repair_checkpoint(path: str, output: str, mode: str = "prune", *, scores_pat
                 vals[added] = chosen[name][added]
             tensors[name] = vals
     meta = dict(ckpt.meta)
-    after = audit(graph_from_checkpoint(checkpoint_from_state_dict(tensors, source=output, meta=meta)), source=output)
+    # audited as the file it becomes: inference reads the format (a safetensors file's keys
+    # are sorted, so a BatchNorm's place is not known from the order)
+    as_written = checkpoint_from_state_dict(tensors, source=output, meta=meta)
+    as_written = dataclasses.replace(as_written, format=output_format(ckpt, output), dtypes=dict(ckpt.dtypes))
+    after = audit(graph_from_checkpoint(as_written), source=output)
     if meta:  # the stored audit and rates describe the input; record what the output is
         meta.update({"audit": after.to_dict(), "repair": mode, "repaired_from": os.path.abspath(path)})
         if "achieved_rate" in meta and after.summary.weights:
