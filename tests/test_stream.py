@@ -287,3 +287,49 @@ def test_hostile_files_get_the_same_refusal(tmp_path, name, make, expected):
     want = _in_memory(p)
     got = _outcome(lambda: audit_path(p, chunk_bytes=4).report)
     assert got == want
+
+
+@SETTINGS
+@given(sd=chain_state_dicts(), fmt=st.sampled_from(["torch", "safetensors"]), chunk=CHUNKS,
+       cut=st.integers(0, 100))
+def test_sharded_checkpoint_equals_the_single_file(tmp_path, sd, fmt, chunk, cut):
+    """A state_dict split over shards with a Hugging Face-style index audits like one file."""
+    import json
+
+    keys = list(sd)
+    k = cut % (len(keys) + 1)
+    parts = [dict((key, sd[key]) for key in keys[:k]), dict((key, sd[key]) for key in keys[k:])]
+    parts = [p for p in parts if p]
+    folder = tmp_path / f"shards-{fmt}-{k}"
+    folder.mkdir(exist_ok=True)
+    wmap = {}
+    for i, part in enumerate(parts):
+        name = f"model-{i + 1:05d}-of-{len(parts):05d}" + (".safetensors" if fmt == "safetensors" else ".bin")
+        sub = _write(folder, part, fmt)
+        os.replace(sub, folder / name)
+        wmap.update({key: name for key in part})
+    index = folder / "model.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": wmap}))
+    whole = _write(tmp_path, sd, fmt)
+    want = _in_memory(whole)
+    if isinstance(want, dict):
+        want["source"] = str(index)
+    else:
+        want = (want[0], want[1].replace(str(whole), str(index)))
+    assert _streamed(index, chunk) == want
+
+
+def test_a_shard_index_that_lies_is_refused(tmp_path):
+    import json
+
+    from netgraph.errors import BadCheckpoint
+
+    sd = {"a.weight": np.ones((3, 2), np.float32), "b.weight": np.ones((1, 3), np.float32)}
+    p = _write(tmp_path, sd, "safetensors")
+    for wmap, rule in (({"a.weight": p.name}, "does not list"),
+                       ({"a.weight": p.name, "b.weight": p.name, "c.weight": p.name}, "does not hold"),
+                       ({"a.weight": "../" + p.name, "b.weight": p.name}, "not a file name")):
+        index = tmp_path / "x.index.json"
+        index.write_text(json.dumps({"weight_map": wmap}))
+        with pytest.raises(BadCheckpoint, match=rule):
+            audit_path(index)

@@ -32,6 +32,7 @@ checkpoint already in memory.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
@@ -525,9 +526,83 @@ class StreamResult:
     notes: tuple[str, ...] = ()
 
 
+class _ShardedSource:
+    """A sharded checkpoint (``*.index.json`` with a ``weight_map``, as Hugging Face writes
+    them): each shard is checked and read like a single file, one after the other.
+
+    The index must name shards in its own folder only; every tensor of every shard must be in
+    the ``weight_map`` under that shard, every ``weight_map`` entry must be found, no key may
+    be in two shards, and shards that carry netgraph metadata must agree.
+    """
+
+    MAX_INDEX_BYTES = 64 << 20
+
+    def __init__(self, path: str):
+        from ._limits import MAX_JSON_DEPTH
+        from ._pt import open_regular
+        from ._safetensors import json_depth_ok
+
+        self.path = path
+        fh, size = open_regular(path)
+        with fh:
+            if size > self.MAX_INDEX_BYTES:
+                raise BadCheckpoint(f"{path}: a shard index of {size:,} bytes; at most {self.MAX_INDEX_BYTES:,} are read")
+            raw = fh.read()
+        try:
+            text = raw.decode("utf-8")
+            if json_depth_ok(text, MAX_JSON_DEPTH) < 0:
+                raise BadCheckpoint(f"{path}: the shard index nests more than {MAX_JSON_DEPTH} deep")
+            index = json.loads(text)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadCheckpoint(f"{path}: the shard index is not JSON ({str(exc)[:80]})") from None
+        wmap = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(wmap, dict) or not wmap or not all(isinstance(k, str) and isinstance(v, str)
+                                                            for k, v in wmap.items()):
+            raise BadCheckpoint(f"{path}: a shard index needs a non-empty 'weight_map' of tensor name -> shard file")
+        folder = os.path.dirname(os.path.abspath(path))
+        shards = list(dict.fromkeys(wmap.values()))
+        for name in shards:
+            if os.path.basename(name) != name or name in (".", ".."):
+                raise BadCheckpoint(f"{path}: shard {show(name)} is not a file name in the index's folder")
+        self.shards, self.entries, self.meta, self.state_dict_key = [], {}, {}, None
+        try:
+            for name in shards:
+                src = _open(os.path.join(folder, name))
+                self.shards.append(src)
+                for key, e in src.entries.items():
+                    if wmap.get(key) != name:
+                        raise BadCheckpoint(f"{path}: shard {show(name)} holds {show(key)}, which the index "
+                                            f"{'puts in ' + show(wmap[key]) if key in wmap else 'does not list'}")
+                    if key in self.entries:  # pragma: no cover - the weight_map maps a key to one shard
+                        raise BadCheckpoint(f"{path}: {show(key)} is in two shards")
+                    self.entries[key] = _Entry(key, e.shape, e.dtype, e.stored, (src, e))
+                if src.meta:
+                    if self.meta and dict(src.meta) != self.meta:
+                        raise BadCheckpoint(f"{path}: shards carry different netgraph metadata")
+                    self.meta = dict(src.meta)
+            missing = [k for k in wmap if k not in self.entries]
+            if missing:
+                raise BadCheckpoint(f"{path}: the index lists {show(missing[0])} in {show(wmap[missing[0]])}, "
+                                    "which does not hold it")
+        except BaseException:
+            self.close()
+            raise
+        self.format = self.shards[0].format if self.shards else "safetensors"
+
+    def read(self, e: _Entry, start: int, count: int) -> np.ndarray:
+        src, inner = e.ref
+        return src.read(inner, start, count)
+
+    def close(self) -> None:
+        for src in self.shards:
+            src.close()
+
+
 def _open(path: str):
     from ._checkpoint import _sniff
 
+    if path.endswith(".index.json"):
+        return _ShardedSource(path)
     if _sniff(path) == "safetensors":  # opened without blocking, regular files only
         return _SafetensorsSource(path)
     return _TorchSource(path)
@@ -723,7 +798,8 @@ def audit_path(path: str | os.PathLike, *, source: str | None = None, chunk_byte
     Parameters
     ----------
     path : str or PathLike
-        A torch.save zip or a safetensors file.  When the file carries no netgraph metadata,
+        A torch.save zip or a safetensors file, or the ``*.index.json`` of a sharded
+        checkpoint (its shards are streamed one after the other).  When the file carries no netgraph metadata,
         a sidecar ``path.netgraph.json`` that describes it is used (as ``netgraph audit`` does).
     source : str, optional
         The report's ``source`` (default: ``path``).
@@ -756,6 +832,9 @@ def audit_path(path: str | os.PathLike, *, source: str | None = None, chunk_byte
     try:
         src = _open(path)
     except _Fallback as why:
+        if path.endswith(".index.json"):
+            raise BadCheckpoint(f"{path}: a shard holds {why}; sharded checkpoints are read by the streaming "
+                                "audit only, which does not read that") from None
         report, notes = _in_memory(path, source)
         return StreamResult(report, str(why), notes)
     notes: tuple[str, ...] = ()
