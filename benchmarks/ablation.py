@@ -3,12 +3,15 @@
 Usage::
 
     python benchmarks/ablation.py --out /tmp/abl                  # runs both grids, then writes the report
+    python benchmarks/ablation.py --out /tmp/abl --grids sbu      # one grid (the others are collected)
     python benchmarks/ablation.py --out /tmp/abl --collect        # only re-renders from /tmp/abl/*/ablation.json
 
-The two grids are the ones in RESULTS_ablation.md (sized for ≤ 20 minutes on 2 CPU cores):
-``synthetic-sbu``: all tc-pruning rates, coarse/fine/CTF at 90/95/98 %, our rows, 40 epochs;
-``synthetic-fpha`` (2 M weights): the same grid, 120 full-batch epochs (batch 600, as in
-tc-pruning §5; on CPU a full batch costs about as much as one 64-sample step).
+The two grids are the ones in RESULTS_ablation.md: ``synthetic-sbu``: all tc-pruning rates,
+coarse/fine/CTF at 90/95/98 %, our rows, 40 epochs; ``synthetic-fpha`` (2 M weights): the
+same grid, 120 full-batch epochs (batch 600, as in tc-pruning §5; on CPU a full batch costs
+about as much as one 64-sample step).  Every cell runs ``--seeds`` seeds (default 3, as
+``netgraph ablate``); the tables give mean ± sd and each grid's figure (``ablation.png`` in
+its folder) draws the means with ± sd error bars, the dense baseline and chance.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder for the per-grid ablation.json / ablation.md")
     ap.add_argument("--collect", action="store_true", help="do not run; read existing results")
+    ap.add_argument("--grids", default=",".join(GRIDS), help="grids to run (others are collected): "
+                    + ", ".join(GRIDS) + " (default: all)")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per cell (default: 3)")
     ap.add_argument("--report", default=os.path.join(os.path.dirname(__file__), "RESULTS_ablation.md"))
     args = ap.parse_args(argv)
     from trainer._ablate import ablation_markdown
@@ -41,10 +47,10 @@ def main(argv=None) -> int:
     walls = {}
     for name, grid in GRIDS.items():
         folder = os.path.join(args.out, name)
-        if not args.collect:
+        if not args.collect and name in args.grids.split(","):
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "netgraph", "ablate", *grid, "--out", folder, "--no-progress"],
-                           check=True)
+            subprocess.run([sys.executable, "-m", "netgraph", "ablate", *grid, "--seeds", str(args.seeds),
+                            "--out", folder, "--no-progress", "--force"], check=True)
             walls[name] = time.perf_counter() - t
     sections = []
     for name, grid in GRIDS.items():
@@ -54,7 +60,8 @@ def main(argv=None) -> int:
             timing = f"Wall time: {walls[name] / 60:.1f} min"
         else:
             timing = f"Sum of the trainings' times: {sum(r['seconds'] for r in result['rows']) / 60:.1f} min"
-        sections.append(f"## {name}\n\nCommand: `netgraph ablate {' '.join(grid)} --out DIR`  \n"
+        seeds = result.get("config", {}).get("seeds", 1)
+        sections.append(f"## {name}\n\nCommand: `netgraph ablate {' '.join(grid)} --seeds {seeds} --out DIR`  \n"
                         f"{timing} ({platform.machine()}, {os.cpu_count()} cores, CPU)\n\n"
                         + ablation_markdown(result))
     head = "# Ablation results\n\n"

@@ -36,7 +36,7 @@ def demo(tmp_path_factory):
 
     mp.setattr(viz, "save_figure", keep)
     try:
-        code = main(["demo", "--quick", "--out", str(out), "--seed", "1", "--jobs", "1", "--epochs", "6"])
+        code = main(["demo", "--quick", "--out", str(out), "--seed", "1", "--jobs", "1", "--epochs", "4"])
     finally:
         mp.undo()
     assert code == 0
@@ -152,3 +152,21 @@ def test_existing_report_folder_is_refused_without_force(demo, capsys):
     assert main(["demo", "--quick", "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_captions_state_what_their_figures_draw(demo):
+    """The network caption's unit counts are the drawn dead / unused units of each panel."""
+    out, figures = demo
+    page = html.unescape((out / "index.html").read_text())
+    fig = figures["network_pair.png"]
+    counts = []
+    for ax in fig.axes:
+        n = {gid: sum(len(c.get_offsets()) for c in ax.collections if c.get_gid() == gid)
+             for gid in ("units:dead", "units:unused")}
+        counts.append((n["units:dead"], n["units:unused"]))
+    (mp_dead, mp_unused), (tc_dead, tc_unused) = counts
+    assert f"{mp_dead} dead and {mp_unused} unused units; MP + TC" in page
+    assert f"{tc_dead} dead and {tc_unused} unused units (inputs included)" in page
+    images = {im.get_gid(): np.asarray(im.get_array()) for ax in figures["headline.png"].axes for im in ax.images}
+    for method in ("MP", "MP + TC"):
+        assert f"{method}: {int((images[f'inputs:{method}'] == 2).sum())} of 64 still reach an output" in page

@@ -142,6 +142,12 @@ def _summary(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _unit_counts(viz, graph, reach) -> tuple[int, int]:
+    """(dead, unused) units over every group a figure draws (viz.unit_states)."""
+    states = viz.unit_states(graph, reach)
+    return (sum(int((v == 1).sum()) for v in states.values()), sum(int((v == 0).sum()) for v in states.values()))
+
+
 def _machine() -> str:
     import platform
 
@@ -292,10 +298,12 @@ def _build(tmp: str, args, epochs: int, seeds: int, t0: float, log, state: dict)
              f"gcn_masks_{m}", f"gcn_masks_{m}.png",
              f"GCN, {LABELS[m]}: every pruned weight tensor; {s.kept:,} kept, {s.dead:,} dead "
              f"({s.constant:,} constant).")
+        dead_u, unused_u = _unit_counts(viz, graph, reach)
         save(viz.plot_audit(rep, graph, reach, title=f"GCN, {LABELS[m]}: per-layer connectivity"),
              f"gcn_connectivity_{m}", f"gcn_connectivity_{m}.png",
              f"GCN, {LABELS[m]}: kept weights per layer split into effective / not accessible / not "
-             f"coaccessible / constant; units per group: {s.dead_units} dead, {s.unused_units} unused.")
+             f"coaccessible / constant; over all groups drawn (input and flatten included), {dead_u} dead and "
+             f"{unused_u} unused units.")
     ckpt, graph, reach, rep = repaired["prune"][1]
     s = rep.summary
     before = audited[main["mp"]][3].summary
@@ -308,15 +316,16 @@ def _build(tmp: str, args, epochs: int, seeds: int, t0: float, log, state: dict)
     tiny = {m: _audit_file(os.path.join(tmp, f"mlp_tiny_{m}.pt")) for m in ("mp", "mp-tc")}
     (_, ga, ra, rep_a), (_, gb, rb, rep_b) = tiny["mp"], tiny["mp-tc"]
     acc = {m: 100 * results[os.path.join(tmp, f"mlp_tiny_{m}.pt")]["accuracy"] for m in ("mp", "mp-tc")}
-    save(viz.plot_network_pair(ga, gb, labels=(f"MP ({acc['mp']:.1f} % accuracy)",
-                                               f"MP + TC ({acc['mp-tc']:.1f} % accuracy)"),
+    save(viz.plot_network_pair(ga, gb, labels=(LABELS["mp"], LABELS["mp-tc"]),
+                               notes=(f"({acc['mp']:.1f} % test accuracy)", f"({acc['mp-tc']:.1f} % test accuracy)"),
                                reach_a=ra, reach_b=rb,
                                title=f"64-12-10-10 MLP on digits at {100 * TINY_RATE:g} %, seed {s0}"),
          "network", "network_pair.png",
          f"A tiny MLP drawn unit by unit, both methods on one layout. MP: {rep_a.summary.dead} dead weights, "
-         f"{rep_a.summary.dead_units} dead and {rep_a.summary.unused_units} unused units; MP + TC: "
-         f"{rep_b.summary.dead} dead weights, {rep_b.summary.dead_units} dead and {rep_b.summary.unused_units} "
-         "unused units. Bold: effective connections the other model lacks; green rings: units in another state.")
+         "{} dead and {} unused units; ".format(*_unit_counts(viz, ga, ra))
+         + f"MP + TC: {rep_b.summary.dead} dead weights, "
+         "{} dead and {} unused units (inputs included). ".format(*_unit_counts(viz, gb, rb))
+         + "Bold: effective connections the other model lacks; green rings: units in another state.")
 
     from ._report import render, summary_sentences
 
