@@ -442,15 +442,19 @@ def revived_warning(extra: int) -> str:
 
 def _revived(plain: LayeredGraph, over: LayeredGraph) -> int:
     """How many kept weights are effective in ``over`` but dead in ``plain`` (same weighted blocks)."""
-    from .._reach import reachability
+    from .._reach import _propagate  # accessibility and coaccessibility only: no constants needed
 
-    rp, ro = reachability(plain), reachability(over)
+    def ends(g: LayeredGraph):
+        acc = _propagate(g, {s: np.ones(g.groups[s].width, bool) for s in g.sources}, forward=True)
+        coacc = _propagate(g, {s: np.ones(g.groups[s].width, bool) for s in g.sinks}, forward=False)
+        return acc, coacc
+
+    (ap, cp), (ao, co) = ends(plain), ends(over)
     total = 0
-    for bp in plain.weighted_blocks:
-        bo = over.block(bp.name)
-        ep = rp.pair_masks(bp)["effective"]
-        eo = ro.pair_masks(bo)["effective"]
-        total += int(bp.taps[eo & ~ep].sum())
+    for b in plain.weighted_blocks:  # the same Block objects in both graphs
+        ep = ap[b.src][b.rows] & cp[b.dst][b.cols]
+        eo = ao[b.src][b.rows] & co[b.dst][b.cols]
+        total += int(b.taps[eo & ~ep].sum())
     return total
 
 
