@@ -382,7 +382,7 @@ def _build_chain(layers: list[PrunableWeight], tensors: Mapping[str, np.ndarray]
         f"topology inferred from the weight shapes without model code: assumed the chain {_short(w.name for w in layers)} "
         "with only elementwise ops (activation, BatchNorm, dropout), pooling and flatten between layers; "
         "an op that mixes units (cumsum, attention, a product of activations) is invisible in a state_dict "
-        f"and would make this audit wrong; {_NEED_MODEL} for the exact graph")
+        "and would make this audit wrong")
     b, n_skips, warnings = builder(skips == "plausible")
     if n_skips:
         assumption += (
@@ -394,7 +394,7 @@ def _build_chain(layers: list[PrunableWeight], tensors: Mapping[str, np.ndarray]
         assumption += "; no skip connection or concatenation (skips='none')"
     else:
         assumption += "; no two layers have equal widths, so no identity skip fits; concatenations are assumed absent"
-    b.warn(assumption)
+    b.warn(f"{assumption}; {_NEED_MODEL} for the exact graph")
     for msg in warnings:
         b.warn(msg)
     graph = b.build(topology="inferred-chain")
