@@ -388,6 +388,17 @@ def test_graph_helpers_import_without_torch():
     assert res.returncode == 0, res.stderr
 
 
+def test_the_model_zoo_and_the_plain_helpers_import_without_hypothesis():
+    """Hypothesis is a test extra: netgraph.testing.models (used by the benchmarks), Net, the corner
+    cases and the pictures must not need it."""
+    code = ("import sys\n"
+            "sys.modules['hypothesis'] = None  # as if not installed\n"
+            "import netgraph.testing.models, netgraph.testing as t\n"
+            "t.draw_graph(t.SKIP_AROUND_DEAD.graph), t.reachability_oracle(t.CONCAT_OF_DEAD)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
 def test_profiles_are_registered():
     ci = settings.get_profile("ci")
     assert ci.derandomize and ci.deadline is None and ci.database is None
