@@ -380,3 +380,57 @@ def test_sparse_and_dense_boolean_convs_agree(nd, cin, cout_per, k, stride, dil,
     assert torch.equal(dense.read_any(x) & mask, sparse.read_any(x) & mask)
     ref = dense.correlate(inside.expand(in_shape).contiguous(), co, kept_only=False)
     assert torch.equal(ref & mask, sparse.written_any(co, inside) & mask)
+
+
+def _small_torchvision_like():
+    from netgraph.testing import models as zoo
+
+    return {
+        "efficientnet": lambda: zoo.EfficientNet(classes=5, width=0.25, depth=1),
+        "shufflenet": lambda: zoo.ShuffleNetV2((1, 2, 1), (8, 16, 32, 64, 64), classes=5),
+        "mobilenet_v2": lambda: zoo.MobileNetV2(classes=5, width=0.25),
+        "densenet": lambda: zoo.DenseNetTV(growth=4, blocks=(2, 2), init=8, bn_size=2, classes=5),
+        "vgg": lambda: zoo.CifarVGG((8, "M", 16, "M", 16, "M", 32, "M", 32, "M"), classes=5),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_small_torchvision_like()))
+@pytest.mark.parametrize("rate", [0.5, 0.9])
+def test_torchvision_like_copies_equal_the_probe_and_prune_soundly(name, rate):
+    """Squeeze-excitation gates, channel shuffles, dense concatenations, depthwise convs."""
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    model = randomize_bn(_small_torchvision_like()[name](), torch.Generator().manual_seed(1)).double().eval()
+    params = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    prune.global_unstructured(params, pruning_method=prune.RandomUnstructured, amount=rate)
+    shape = (1, 3, 32, 32)
+    _check_equal(model, shape)
+    traced = trace_model(model, shape)
+    assert not traced.graph.warnings
+    pruned = prune_model(model, traced)
+    x = torch.randn(shape, dtype=torch.float64)
+    with torch.no_grad():
+        a, b = model(x), pruned(x)
+    assert float((a - b).abs().max()) <= 1e-9 * max(1.0, float(a.abs().max()))
+
+
+def test_torchvision_models_if_available():
+    tv = pytest.importorskip("torchvision")
+    from torch.nn.utils import prune
+
+    for name in ("resnet18", "mobilenet_v2", "shufflenet_v2_x0_5", "efficientnet_b0"):
+        torch.manual_seed(0)
+        model = randomize_bn(getattr(tv.models, name)(weights=None), torch.Generator().manual_seed(1))
+        model = model.double().eval()
+        params = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        prune.global_unstructured(params, pruning_method=prune.RandomUnstructured, amount=0.99)
+        shape = (1, 3, 32, 32)
+        _check_equal(model, shape)
+        traced = trace_model(model, shape)
+        assert not traced.graph.warnings, (name, traced.graph.warnings[:1])  # e.g. stochastic depth
+        pruned = prune_model(model, traced)
+        x = torch.randn(shape, dtype=torch.float64)
+        with torch.no_grad():
+            a, b = model(x), pruned(x)
+        assert float((a - b).abs().max()) <= 1e-9 * max(1.0, float(a.abs().max())), name

@@ -107,6 +107,11 @@ METHOD_KINDS: dict[str, str] = {
     "amin": "reduce", "matmul": "matmul",
 }
 POOL_DIMS: dict[object, int | None] = {**_POOL_MODULES, **_POOL_FUNCTIONS}
+# functions of other libraries that fx keeps as leaves, by (module, name): no import needed
+NAMED_FUNCTION_KINDS: dict[tuple[str, str], str] = {
+    # torchvision's StochasticDepth (EfficientNet): the identity in eval, zeros rows in training
+    ("torchvision.ops.stochastic_depth", "stochastic_depth"): "zero",
+}
 
 
 def module_kind(mod: nn.Module) -> str:
@@ -126,9 +131,13 @@ def op_kind(node: fx.Node, gm: fx.GraphModule) -> str:
         return module_kind(gm.get_submodule(node.target))
     if node.op == "call_function":
         try:
-            return FUNCTION_KINDS.get(node.target, "unknown")
+            kind = FUNCTION_KINDS.get(node.target)
         except TypeError:  # an unhashable target
             return "unknown"
+        if kind is None:
+            key = (getattr(node.target, "__module__", "") or "", getattr(node.target, "__name__", ""))
+            kind = NAMED_FUNCTION_KINDS.get(key, "unknown")
+        return kind
     if node.op == "call_method":
         return METHOD_KINDS.get(node.target, "unknown")
     return "unknown"

@@ -67,6 +67,8 @@ class BoolConv:
         self.route = route
         self._memo: list[tuple[torch.Tensor, torch.Tensor]] = []
         if self.nd in (1, 2):
+            self._prepare_view()
+        if route == "sparse":
             self._prepare_sparse()
 
     # -- dense -------------------------------------------------------------------------
@@ -83,14 +85,18 @@ class BoolConv:
         return fn(x, self.m.shape, g, self.stride, 0, self.dilation, self.groups)
 
     # -- sparse (2-D view; a 1-D conv is a 2-D conv of height 1) -------------------------
-    def _prepare_sparse(self) -> None:
+    def _prepare_view(self) -> None:
         k = tuple(self.mask.shape[2:])
         if self.nd == 1:
             self.k2, self.s2, self.d2 = (1, k[0]), (1, self.stride[0]), (1, self.dilation[0])
         else:
             self.k2, self.s2, self.d2 = k, self.stride, self.dilation
+        self.kk = int(np.prod(k))
+
+    def _prepare_sparse(self) -> None:
+        k = tuple(self.mask.shape[2:])
         out_ch, in_g = self.mask.shape[:2]
-        kk = int(np.prod(k))
+        kk = self.kk
         o, c, *taps = torch.nonzero(self.mask, as_tuple=True)
         d = torch.zeros_like(o)
         for t, size in zip(taps, k):
@@ -99,7 +105,6 @@ class BoolConv:
         self.o, self.d = o, d
         self.flat = ((o * in_g + c) * kk + d)  # index into the weight, flattened
         self.r = ((o // per) * in_g + c) * kk + d  # row of the unfolded input
-        self.kk = kk
 
     def _unfold(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C*kk, L)`` float32 patches of a padded input (the last two are remembered)."""
@@ -171,10 +176,10 @@ class BoolConv:
         """Per weight: its tap reads a ``True`` input position at some output position."""
         if self.nd == 3:
             return self.correlate(x, torch.ones(self.out_shape, dtype=torch.bool), kept_only=False)
-        rows = (self._unfold(x) > 0).any(2).any(0)  # (C*kk,)
-        out = torch.zeros(self.mask.numel(), dtype=torch.bool)
-        out[self.flat] = rows[self.r]
-        return out.reshape(self.mask.shape)
+        rows = (self._unfold(x) > 0).any(2).any(0)  # (C_in * kk,): channel-major, then tap
+        out_ch, in_g = self.mask.shape[:2]
+        g = rows.view(self.groups, 1, in_g, self.kk)
+        return g.expand(self.groups, out_ch // self.groups, in_g, self.kk).reshape(self.mask.shape)
 
     def written_any(self, co: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
         """Per weight: some ``True`` output position of its output channel reads through its
