@@ -9,6 +9,7 @@ payload run, and a bounded peak RSS of the child (its own ``VmHWM``: < 300 MB fo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -47,28 +48,43 @@ _CHILD = (
 )
 
 
-def run_child(argv, cwd, timeout: float = 120.0):
-    """``netgraph *argv`` in a child process → (exit code, stdout, stderr, peak RSS in KB).
+def run_children(argvs, cwd, timeout: float = 120.0):
+    """Each ``netgraph *argv`` in its own child process, all at once (CI has 2 cores) →
+    ``[(exit code, stdout, stderr, peak RSS in KB)]``.
 
     The peak is the child's own ``VmHWM`` (read by the child as it exits): ``ru_maxrss`` of a
     child started with vfork also counts the parent's peak, so it would measure pytest.
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile("r", suffix=".hwm") as hwm:
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO, NETGRAPH_TEST_HWM=hwm.name)
-        p = subprocess.Popen([sys.executable, "-c", _CHILD, *argv], stdout=out, stderr=err,
-                             stdin=subprocess.DEVNULL, cwd=cwd, env=env)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-            pytest.fail(f"netgraph {argv!r} still ran after {timeout} s (a hang)")
-        out.seek(0)
-        err.seek(0)
-        peak = hwm.read().strip()
-        return (p.returncode, out.read().decode("utf-8", "backslashreplace"),
-                err.read().decode("utf-8", "backslashreplace"), int(peak) if peak else None)
+    with contextlib.ExitStack() as stack:
+        runs = []
+        for argv in argvs:
+            out = stack.enter_context(tempfile.TemporaryFile())
+            err = stack.enter_context(tempfile.TemporaryFile())
+            hwm = stack.enter_context(tempfile.NamedTemporaryFile("r", suffix=".hwm"))
+            env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO, NETGRAPH_TEST_HWM=hwm.name)
+            p = subprocess.Popen([sys.executable, "-c", _CHILD, *argv], stdout=out, stderr=err,
+                                 stdin=subprocess.DEVNULL, cwd=cwd, env=env)
+            runs.append((argv, p, out, err, hwm))
+        results = []
+        for argv, p, out, err, hwm in runs:
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                for _, q, *_ in runs:
+                    q.kill()
+                    q.wait()
+                pytest.fail(f"netgraph {argv!r} still ran after {timeout} s (a hang)")
+            out.seek(0)
+            err.seek(0)
+            peak = hwm.read().strip()
+            results.append((p.returncode, out.read().decode("utf-8", "backslashreplace"),
+                            err.read().decode("utf-8", "backslashreplace"), int(peak) if peak else None))
+        return results
+
+
+def run_child(argv, cwd, timeout: float = 120.0):
+    """One child: see :func:`run_children`."""
+    return run_children([argv], cwd, timeout)[0]
 
 
 # -- builders: each writes one hostile file into a folder and returns its path -------------
@@ -92,18 +108,22 @@ def _ok_sd():
 
 def _sparse(indices, size, layout="coo"):
     def make(d):
-        if layout == "csr":
-            t = torch.eye(4).to_sparse_csr()
-        else:
-            t = torch.sparse_coo_tensor(torch.tensor(indices), torch.ones(len(indices[0])), size,
-                                        check_invariants=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            if layout == "csr":
+                t = torch.eye(4).to_sparse_csr()
+            else:
+                t = torch.sparse_coo_tensor(torch.tensor(indices), torch.ones(len(indices[0])), size,
+                                            check_invariants=False)
         return _save({"fc1.weight": t, "fc2.weight": torch.ones(2, 4)}, d / "m.pt")
     return make
 
 
 def _quantized(dtype):
     def make(d):
-        q = torch.quantize_per_tensor(torch.ones(4, 3), 0.1, 0, dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # quantized creation functions are deprecated
+            q = torch.quantize_per_tensor(torch.ones(4, 3), 0.1, 0, dtype)
         return _save({"fc1.weight": q, "fc2.weight": torch.ones(2, 4)}, d / "m.pt")
     return make
 
@@ -445,8 +465,8 @@ def test_hostile_file_is_refused_in_one_line(tmp_path, name, make, expected):
     src_name = os.fsdecode(src)
     before = set(os.listdir(tmp_path))
     is_small = os.path.isfile(src) and os.path.getsize(src) < 2**20 or not os.path.isfile(src)
-    for argv in (["audit", src_name], ["repair", src_name, "-o", str(tmp_path / "out.pt")]):
-        rc, out, err, rss_kb = run_child(argv, tmp_path)
+    argvs = (["audit", src_name], ["repair", src_name, "-o", str(tmp_path / "out.pt")])
+    for argv, (rc, out, err, rss_kb) in zip(argvs, run_children(argvs, tmp_path)):
         lines = err.splitlines()
         assert rc == 2, (argv[0], rc, err)
         assert len(lines) == 1, (argv[0], err)
