@@ -16,6 +16,7 @@ Strategies (Hypothesis; each yields a ``Net``, i.e. masks *and* graph)
 ``masked_mlps``, ``masked_conv_nets``    MLPs / conv nets at a ``sparsity=(lo, hi)`` range
 ``chain_masks``                          a list of ``(out, in)`` masks (for ``chain``)
 ``model_specs``, ``pruned_models``       random torch models (``SpecNet``) and their pruning
+``net_features``                         what a ``Net`` exercises (for ``event`` / coverage)
 =======================================  ===================================================
 
 Corner cases, ready for ``@example(...)``
