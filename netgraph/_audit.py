@@ -139,6 +139,11 @@ class AuditReport:
         ]
         if s.collapsed:
             lines.append("COLLAPSED: no kept weight is effective; the outputs do not depend on the inputs")
+        coarse = [l.name for l in self.layers if l.resolution == "channel" and len(l.shape) > 2]
+        if coarse:
+            lines.append(f"resolution: {len(coarse)} conv layer(s) audited per channel pair: their effective "
+                         "counts are an upper bound (a kernel tap that reads only padding counts as effective); "
+                         "trace the model (--model, --input-shape) for the exact per-tap audit")
         for w in self.warnings:
             lines.append(f"warning: {w}")
         return "\n".join(lines)
