@@ -197,7 +197,7 @@ def _style_for(order: Sequence[str]) -> dict[str, tuple[str, str]]:
 
 
 def plot_ablation(rows: Iterable[AblationRow | Mapping[str, Any]], *, methods: Sequence[str] | None = None,
-                  dataset: str | None = None, title: str | None = None):
+                  dataset: str | None = None, title: str | None = None, labels: Mapping[str, str] | None = None):
     """Two panels per dataset: % effective and accuracy vs rate, mean ± sd per method.
 
     Parameters
@@ -207,6 +207,8 @@ def plot_ablation(rows: Iterable[AblationRow | Mapping[str, Any]], *, methods: S
         Line order (and colours); default: order of first appearance.
     dataset : str, optional
         Draw only this dataset's rows; default: every dataset, one row of panels each.
+    labels : mapping, optional
+        Legend names of methods (``{"mp": "MP w/o TC"}``); gids keep the method's own name.
 
     What is drawn (and what the tests read back)
     --------------------------------------------
@@ -233,12 +235,13 @@ def plot_ablation(rows: Iterable[AblationRow | Mapping[str, Any]], *, methods: S
         rows = [r for r in rows if r.dataset == dataset]
     order = list(methods) if methods is not None else list(dict.fromkeys(r.method for r in rows))
     style = _style_for(order)
-    fig = new_figure(11.0, 4.3 * len(datasets) + 1.0)
+    fig = new_figure(11.0, 4.5 * len(datasets) + 1.0)
     axes = fig.subplots(len(datasets), 2, squeeze=False)
     handles: dict[str, Any] = {}
     for (ax_eff, ax_acc), ds in zip(axes, datasets):
         mine = [r for r in rows if r.dataset == ds]
-        handles.update(ablation_panels(ax_eff, ax_acc, mine, order, style, dataset=ds, panel_width=4.6))
+        handles.update(ablation_panels(ax_eff, ax_acc, mine, order, style, dataset=ds, panel_width=4.6,
+                                       labels=labels))
     if title:
         fig.suptitle(title, fontsize=11)
     legend = [handles[k] for k in list(order) + ["__dense", "__chance", "__sd"] if k in handles]
@@ -260,15 +263,17 @@ def _caption(rows: list[AblationRow], dataset: str) -> str:
                      f"test sets of {n_test[0]:,}-{n_test[-1]:,} samples")
     parts.append(f"mean ± sd over {runs[0]} seed{'s' if runs[0] > 1 else ''}" if len(runs) == 1 else
                  f"mean ± sd over {runs[0]}-{runs[-1]} seeds")
-    return (f"{dataset}: " if dataset else "") + "; ".join(parts)
+    return (f"{dataset}: " if dataset else "") + "\n".join(parts)
 
 
 def ablation_panels(ax_eff, ax_acc, rows: list[AblationRow], order: Sequence[str], style=None, *,
-                    dataset: str = "", panel_width: float = 4.6) -> dict[str, Any]:
+                    dataset: str = "", panel_width: float = 4.6,
+                    labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Draw one dataset's two panels into the given axes; returns legend handles by method
     (plus ``"__dense"``, ``"__chance"``, ``"__sd"``).  Used by :func:`plot_ablation` and the
     demo's headline figure; see :func:`plot_ablation` for what is drawn."""
     style = style or _style_for(order)
+    name = dict(labels or {})
     summary = [s for s in ablation_summary(rows)]
     rates = sorted({s["rate"] for s in summary if s["rate"] > 0})
     nines = bool(rates) and rates[-1] >= 0.9
@@ -295,7 +300,7 @@ def ablation_panels(ax_eff, ax_acc, rows: list[AblationRow], order: Sequence[str
                         ax.axhspan(m - sd, m + sd, color=DENSE, alpha=0.12, linewidth=0, zorder=0)
                     if key == "accuracy":
                         handles["__dense"] = Line2D([], [], color=DENSE, linestyle="--",
-                                                    label=f"{method} (unpruned): {m:.1f} ± {sd:.1f} %")
+                                                    label=f"{name.get(method, method)} (unpruned): {m:.1f} ± {sd:.1f} %")
             curve = sorted((s for s in pts if s["rate"] > 0), key=lambda s: s["rate"])
             if not curve:
                 continue
@@ -314,7 +319,7 @@ def ablation_panels(ax_eff, ax_acc, rows: list[AblationRow], order: Sequence[str
                 runs = [(x, v) for x, v in runs if v is not None]
                 ax.scatter([x for x, _ in runs], [v for _, v in runs], color=colour, s=9, alpha=0.35,
                            linewidths=0, transform=shift, zorder=2)
-            handles[method] = Line2D([], [], color=colour, marker=marker, label=method)
+            handles[method] = Line2D([], [], color=colour, marker=marker, label=name.get(method, method))
         if method not in handles and any(s["rate"] == 0 for s in mine):
             pass  # a baseline-only method: its legend entry is the dense line
     chance = sorted({r.chance for r in rows if r.chance is not None})
@@ -339,7 +344,7 @@ def ablation_panels(ax_eff, ax_acc, rows: list[AblationRow], order: Sequence[str
         ax.grid(True, color=GRID, alpha=0.25, linewidth=0.6)
         ax.spines[["top", "right"]].set_visible(False)
     ax_eff.set_ylabel("effective weights (% of kept)")
-    ax_eff.set_title(f"{dataset + ': ' if dataset else ''}effective (accessible and coaccessible), % of kept",
+    ax_eff.set_title(f"{dataset + ': ' if dataset else ''}effective weights\n(accessible and coaccessible), % of kept",
                      fontsize=9)
     ax_acc.set_ylabel("test accuracy (%)")
     ax_acc.set_title(f"test accuracy\n{_caption(rows, dataset)}", fontsize=9)

@@ -22,6 +22,11 @@ DEFAULTS = {"datasets": ("synthetic-sbu", "synthetic-fpha"), "tc_rates": (0.5, 0
             "device": "auto"}
 
 
+# Legend names of trainer's methods (the tables' words).
+LABELS = {"mp": "MP w/o TC", "mp-tc": "MP w TC", "pmp": "PMP (ours)", "mp+reconnect": "MP + reconnect (ours)",
+          "coarse": "coarse (structured)", "fine": "fine (unstructured)", "ctf": "coarse-to-fine", "dense": "dense GCN"}
+
+
 def _rates(text: str) -> tuple[float, ...]:
     try:
         vals = tuple(float(v) for v in text.split(",") if v.strip())
@@ -99,5 +104,5 @@ def _plots(json_path: str, out_dir: str) -> list[str]:
 
     import viz
 
-    fig = viz.plot_ablation(viz.load_ablation(json_path))
+    fig = viz.plot_ablation(viz.load_ablation(json_path), labels=LABELS)
     return [viz.save_figure(fig, os.path.join(out_dir, "ablation.png"))]

@@ -138,7 +138,9 @@ def run(args) -> int:
     out = output_path(args.output, force=args.force, inputs=[i for i in inputs if os.path.exists(i)])
     kind = args.plot_kind
     if kind == "ablation":
-        fig = viz.plot_ablation(viz.load_ablation(args.results), dataset=args.dataset)
+        from .ablate import LABELS  # trainer's method names as the tables write them
+
+        fig = viz.plot_ablation(viz.load_ablation(args.results), dataset=args.dataset, labels=LABELS)
     else:
         from netgraph import reachability
 
