@@ -177,6 +177,11 @@ def _log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')} load {_load()}] {msg}", file=sys.stderr, flush=True)
 
 
+def _log_row(r: dict) -> None:  # the full row as it is measured (a long run leaves its partial table)
+    print(f"| {r['goal']} | {r['target']} | {r.get('before', '-')} | {r.get('after', '-')} | "
+          f"{r.get('detail', '')} | {r.get('load', '')} |", file=sys.stderr, flush=True)
+
+
 def _bench_commands(paths, before, repeats, rows, size):
     """Row 1: the whole command vs one plain read, fresh interpreters, interleaved."""
     py = sys.executable
@@ -195,6 +200,7 @@ def _bench_commands(paths, before, repeats, rows, size):
                      "after": _ratio(times["after"], times["read"]),
                      "detail": _detail(times), "load": f"{load0} → {_load()}"})
         _log(rows[-1]["goal"] + ": " + rows[-1]["after"])
+        _log_row(rows[-1])
 
 
 def _detail(times: dict) -> str:
@@ -228,6 +234,7 @@ def _bench_inproc(paths, before, repeats, rows, size):
                         if before else ""),
                      "load": f"{load0} → {_load()}"})
         _log(rows[-1]["goal"] + ": " + rows[-1]["after"])
+        _log_row(rows[-1])
 
 
 def _bench_networkx(path, before, repeats, rows, size):
@@ -246,6 +253,7 @@ def _bench_networkx(path, before, repeats, rows, size):
     row["load"] = f"{load0} → {_load()}"
     rows.append(row)
     _log(row["goal"] + ": " + row["after"])
+    _log_row(row)
 
 
 def _write_big_safetensors(path: str, widths: list[int], rate: float, seed: int = 0) -> int:
@@ -304,6 +312,7 @@ def _bench_memory(folder, before, rows, gib: float, largest_mib: int):
                  "detail": f"interpreter baseline (same imports) {base['peak_kib'] / 2**10:.0f} MiB; one run per side",
                  "load": _load()})
     _log(rows[-1]["goal"] + ": " + rows[-1]["after"])
+    _log_row(rows[-1])
 
 
 def _bench_startup(folder, before, repeats, rows):
@@ -328,6 +337,7 @@ def _bench_startup(folder, before, repeats, rows):
                      "after": "{:.2f} / {:.2f} s".format(*_stats(times["after"])),
                      "detail": "min / median wall time of the whole process", "load": f"{load0} → {_load()}"})
         _log(rows[-1]["goal"] + ": " + rows[-1]["after"])
+        _log_row(rows[-1])
 
 
 def _bench_growth(sizes_paths, before, repeats, rows):
@@ -349,6 +359,7 @@ def _bench_growth(sizes_paths, before, repeats, rows):
                      "after": f"exponent {slope:.2f}" if side == "after" else "",
                      "detail": detail, "load": _load()})
         _log(rows[-1]["goal"] + ": " + detail)
+        _log_row(rows[-1])
 
 
 def run_bench(sizes=("1e6", "1e7"), *, repeats: int = 5, rate: float = 0.9, before: str | None = None,
@@ -386,6 +397,7 @@ def run_bench(sizes=("1e6", "1e7"), *, repeats: int = 5, rate: float = 0.9, befo
                              "detail": f"{rate}: {min(a['audit']):.3f} s, {sparse_rate}: {min(b['audit']):.3f} s",
                              "load": _load()})
                 _log(rows[-1]["goal"] + ": " + rows[-1]["detail"])
+                _log_row(rows[-1])
         if memory_gib > 0:
             _bench_memory(folder, before, rows, memory_gib, largest_mib)
     return rows
