@@ -35,7 +35,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save as save_safetensors
 
@@ -93,6 +93,7 @@ def check_file(folder, data: bytes, suffix: str = ".pt") -> None:
     except NetgraphError as exc:
         refused = str(exc)
         assert "\n" not in refused and "\x1b" not in refused, refused
+    event("read" if refused is None else "refused")
     if refused is None:
         other = _independent(path, ck.format)
         assert set(other) == set(ck.tensors)
@@ -278,13 +279,19 @@ def _huge_claims(root) -> set:
 
 @st.composite
 def restricted_pickles(draw):
-    root = draw(st.dictionaries(st.sampled_from(KEYS), _values() | tensor_records(1), min_size=1, max_size=4))
+    if draw(st.booleans()):  # a state_dict beside arbitrary entries of allowed values
+        sd = {k: draw(tensor_records(i + 2)) for i, k in enumerate(
+            draw(st.lists(st.sampled_from(KEYS[:8]), min_size=1, max_size=3, unique=True)))}
+        root = {"state_dict": sd, "extra": draw(_values())}
+    else:
+        root = draw(st.dictionaries(st.sampled_from(KEYS), _values() | tensor_records(1), min_size=1, max_size=4))
     if draw(st.integers(0, 7)) == 0:
         root["deep"] = deep_list(draw(st.sampled_from([10, 63, 65, 1000, 5000])))
     sto = storages_for(root, skip=_huge_claims(root))
     members = [("archive/data.pkl", pickle_bytes(root)), ("archive/byteorder", b"little")]
     members += [(f"archive/data/{k}", (np.arange(len(v)) % 2).astype("u1").tobytes()) for k, v in sto.items()]
     members += [(f"archive/data/{k}", b"\0" * 64) for k in _huge_claims(root)]
+    members.append(("archive/version", b"3\n"))
     return raw_zip(members)
 
 
@@ -304,11 +311,11 @@ def safetensors_headers(draw):
     n = draw(st.integers(1, 4))
     header, pos, chunks = {}, 0, []
     for i in range(n):
-        dtype = draw(st.sampled_from(list(_ST) + ["f32", 3]))
+        dtype = draw(st.sampled_from(["F32"] * 8 + list(_ST) + ["f32", 3]))
         shape = draw(st.lists(st.integers(0, 4), max_size=3))
         size = (int(np.prod(shape)) if shape else 1) * _ST.get(dtype, 4)
         offs = [pos, pos + size]
-        how = draw(st.sampled_from(["ok"] * 6 + ["gap", "overlap", "short", "types", "arity", "negative", "huge"]))
+        how = draw(st.sampled_from(["ok"] * 40 + ["gap", "overlap", "short", "types", "arity", "negative", "huge"]))
         if how == "gap":
             offs = [pos + 4, pos + 4 + size]
         elif how == "overlap" and pos:
@@ -324,20 +331,20 @@ def safetensors_headers(draw):
         elif how == "huge":
             shape = [100000, 100000]
         entry = {"dtype": dtype, "shape": shape, "data_offsets": offs}
-        if draw(st.integers(0, 9)) == 0:
+        if draw(st.integers(0, 19)) == 0:
             entry.pop(draw(st.sampled_from(sorted(entry))))
         header[draw(st.sampled_from(KEYS)) + ("" if i == 0 else f".{i}")] = entry
         pos += size
         chunks.append(np.arange(size, dtype=np.uint8) % 2)
-    md = draw(st.sampled_from([None, {"netgraph": "{}"}, {"netgraph": "[1]"}, {"netgraph": "3"},
+    md = draw(st.sampled_from([None] * 8 + [{"format": "pt"}, {"netgraph": "{}"}, {"netgraph": "[1]"}, {"netgraph": "3"},
                                {"netgraph": "{\"topology\": [1]}"}, {"netgraph": [1]}, {"x": 1}, [1], "s",
                                {"netgraph": "[" * 2000 + "]" * 2000}]))
     if md is not None:
         header["__metadata__"] = md
     text = json.dumps(header)
-    deep = draw(st.integers(0, 9)) == 0  # built in the test: a 100 kB example would be printed
+    deep = draw(st.integers(0, 19)) == 0  # built in the test: a 100 kB example would be printed
     data = b"".join(c.tobytes() for c in chunks)
-    return (None if deep else text), data[: len(data) - draw(st.sampled_from([0, 0, 0, 1]))]
+    return (None if deep else text), data[: len(data) - draw(st.sampled_from([0] * 9 + [1]))]
 
 
 @FUZZ
