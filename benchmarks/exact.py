@@ -38,6 +38,7 @@ CASES = [
     ("mobilenet_v2", (1, 3, 64, 64), "layerwise-magnitude", 0.9),
     ("shufflenet_v2_x0_5", (1, 3, 64, 64), "layerwise-magnitude", 0.9),
     ("efficientnet_b0", (1, 3, 64, 64), "layerwise-magnitude", 0.9),
+    ("efficientnet_b0", (1, 3, 64, 64), "random", 0.99),
     ("densenet121", (1, 3, 64, 64), "random", 0.99),
 ]
 
