@@ -819,11 +819,11 @@ class _Pass:
                 x_shape = tuple(self.state(node.args[0]).acc.shape)
                 inside = self._pad(torch.ones((1, 1) + x_shape[2:], dtype=_F), pad, mode) > 0  # real positions
                 coacc = conv.written_any(co, inside)
-                dead = torch.from_numpy(kept) & ~eff
-                cst = conv.correlate(c, co) if bool(dead.any()) and bool(c.any()) else torch.zeros_like(eff)
+                cst = conv.correlate(c, co) if bool(c.any()) else None  # no constant source: none
             eff_n = kept & eff.numpy()
-            out[name] = WeightStates(kept, kept & acc.numpy(), kept & coacc.numpy(), eff_n, kept & ~eff_n,
-                                     kept & ~eff_n & cst.numpy())
+            dead = kept & ~eff_n
+            cst_n = dead & cst.numpy() if cst is not None else np.zeros_like(dead)
+            out[name] = WeightStates(kept, kept & acc.numpy(), kept & coacc.numpy(), eff_n, dead, cst_n)
         return out
 
     def candidates(self) -> dict[str, np.ndarray]:
