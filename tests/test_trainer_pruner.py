@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch.nn.utils import prune
 
@@ -191,7 +191,7 @@ def _loss_and_grads(plan, latents, form, weights):
     psi = {n: 2.0 * torch.sigmoid(3.0 * w * w) - 1.0 for n, w in latents.items()}
     masks, eff, dead = form(plan, psi)
     loss = sum((masks[n] * weights[n]).sin().sum() for n in masks) + (eff - 7.0) ** 2 + 0.3 * dead
-    return float(loss), torch.autograd.grad(loss, list(latents.values()))
+    return float(loss.detach()), torch.autograd.grad(loss, list(latents.values()))
 
 
 def _compare(plan, shapes, seed):
@@ -210,6 +210,7 @@ def _compare(plan, shapes, seed):
 @given(layered_nets(), st.integers(0, 2**31 - 1))
 def test_rank1_tc_step_equals_the_full_shape_form_on_random_graphs(net, seed):
     graph = net.build()
+    assume(graph.weighted_blocks)
     _compare(plan_of(graph), {b.name: b.weight_shape for b in graph.weighted_blocks}, seed)
 
 
@@ -227,7 +228,7 @@ def _user_loop_masks(epochs: int, rate: float, batch: int, lr: float):
 
     torch.manual_seed(0)
     model = mlp(widths=(64, 32, 10))
-    pruner = Pruner("mp-tc", rate=rate, epochs=epochs)
+    pruner = Pruner("mp-tc", rate=rate, epochs=epochs, reinit=True)  # from scratch, as the CLI
     pruner.prepare(model, DIGITS.x_train[:1])
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(0)
@@ -267,11 +268,10 @@ def _train_cmd(out, nproc: int) -> list[str]:
             "--batch-size", "256", "--out", str(out), "--no-progress", "--format", "json"]
     if nproc == 1:
         return [sys.executable, "-m", "netgraph", *args]
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", "0",
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
             "-m", "netgraph", *args]
 
 
-@pytest.mark.xfail(run=False, reason="UNFINISHED: the 2-process torchrun run hangs (not yet diagnosed); see /work/notes/trainer.md")
 def test_ddp_two_processes_give_the_masks_of_one_process(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     outs = {}

@@ -58,6 +58,8 @@ class TrainConfig:
     mlp_hidden: tuple[int, ...] = _f((128, 64), "hidden widths of the built-in MLP, comma-separated")
     input_shape: tuple[int, ...] | None = _f(None, "example input shape of a PKG.MODULE:FACTORY model", cli=False)
     model_kwargs: str | None = _f(None, "factory keyword arguments (JSON object)", cli=False)
+    reinit: bool = _f(True, "a PKG.MODULE:FACTORY model's weights are re-drawn as N(0, 1) latents (in their "
+                      "initial order) with He scales, as the built-in models'; --keep-init keeps them", cli=False)
     threads: int | None = _f(None, "torch CPU threads (omitted: 1 for models under 2 M weights, else torch's "
                              "default; OMP_NUM_THREADS is respected)")
     autocast: str = _f("none", "mixed precision of the forward pass on CUDA", choices=("none", "bf16"))

@@ -199,7 +199,7 @@ class Trainer:
         self.relax_epochs = cfg.epochs - cfg.finetune
         self.pruner = Pruner(cfg.method, cfg.rate, epochs=self.relax_epochs, lam=cfg.lam, eta=cfg.eta,
                              crisp_growth=cfg.crisp_growth, gate_ratio=cfg.gate_ratio, pmp_weight=cfg.pmp_weight,
-                             pmp_eps_end=cfg.pmp_eps_end)
+                             pmp_eps_end=cfg.pmp_eps_end, reinit=cfg.reinit)
         example = self.x_train[:1] if self.traced else None
         self.pruner.prepare(self.model, example)
         self.threads = choose_threads(self.pruner.n, cfg.threads, world=self.world)

@@ -42,26 +42,12 @@ latents to soft masks ``ψ ∈ [0, 1]`` of the same shapes:
   re-calibrates ``θ_g`` on the final latents and fills the budget to exactly ``c``
   effective weights with MP+TC's routine.
 
-  History (all SBU preset, synthetic-sbu, 40 epochs, lr 0.03, seeds 0/1/2, test %):
-  before, coarse used the per-layer row / column / block gates of CTF (``coarse_mask``,
-  kept for the API) with one global ``θ`` calibrated so the initial crisp mask kept ``c``.
-  That reached 75.4/80.7/78.9 at 90 %, 70.2/71.9/70.2 at 95 % but 14.0/12.3/12.3 at 98 %:
-  each layer kept a near-random set of unit blocks and adjacent layers disagreed on the
-  units they share (fc kept 215 weights, 1 effective); straight-through crisp gates,
-  per-layer thresholds (calibrated to ERK shares) and a crisp budget were tried on those
-  per-layer gates and all stayed at chance (12–25 %).  Shared unit gates, measured:
-  one global ``θ`` (noise decides: a group of near-equal masses is kept whole, a noisy
-  one is cut to a few units; the network ran through 2–5 flatten units): 98 % 15.8/29.8/29.8;
-  with the CE also back-propagating through the straight-through gates the CE stayed at
-  ln 8 through the whole relaxed phase even when the structure was stable (the same
-  initial structure fine-tuned with fixed masks reaches 58 %); CE on the fixed crisp
-  structure: 98 % 56.1/33.3/29.8; plus per-group ``θ_g`` with the same kept fraction in
-  every group: 98 % 66.7/59.6/71.9, 95 % 78.9/75.4/78.9, 90 % 71.9/82.5/84.2 — but on FPHA
-  (120 full-batch epochs, seed 0) only 37.0 % at 90 % and 54.3 % at 95 % (the 16 heads kept
-  645 of their 2,918 ERK weights; the 700-wide dense layer took the rest).  With the ERK
-  group fractions (kept): FPHA 78.6 % at 90 %, 75.0 % at 95 %; SBU 90 % 80.7, 95 %
-  73.7/79.0/79.0, 98 % 56.1/57.9/56.1 (the 8-class output is fixed at Q = 1, so its ERK
-  share squeezes the last hidden layer to ~6 of 64 units at 98 %: a known cost).
+  On a traced graph the plan is first contracted by :func:`trainer._tc.unit_classes`: units
+  joined by a one-to-one structural block (a residual add's inputs and output, a slice of a
+  concatenation, BN's identity) form one *class* with one gate, so the layers that meet at a
+  unit share its gate there too; conv weights contribute their taps' mass and conv groups map
+  each weight to its input unit.  The designs tried before this one, with their measured
+  accuracies, are in ``docs/trainer-experiments.md``.
 * **PMP** (probabilistic magnitude pruning, our reading of ``pmp-summary.md``, of which
   only a summary exists): a divergence term aligns the empirical distribution of ``|ŵ|``
   (all prunable latents together) with a prior, and the prior's quantile at the target rate
@@ -78,19 +64,8 @@ latents to soft masks ``ψ ∈ [0, 1]`` of the same shapes:
   The threshold ``τ = Qinit(rate)`` is the ``c``-th largest initial ``|ŵ|`` (the same
   start-at-the-budget rule as the band-stop methods); the mask is the band-stop with
   ``ψ(θ) = ½`` at ``θ = τ(1 + ε)/2``, between the spike and the slab.  At ``ε = 1`` the
-  divergence is exactly 0: it only implements the rate.  Before, ``Qinit`` was the
-  half-normal ``Φ⁻¹((1 + u)/2)`` (:func:`pmp_prior_quantiles`, kept for the API): the
-  latents' law *before* the ERK allocation rescaled each layer, so the divergence also
-  pulled every layer back to one common law, undoing the allocation (at 50 % W1 was still
-  ~0.15 per weight at the end of the relaxed phase).  Measured (SBU preset, synthetic-sbu, 40 epochs, lr 0.03,
-  μ = 0.01, seeds 0/1/2, test %): half-normal prior 63.2/42.1/59.6 at 50 %,
-  71.9/70.2/80.7 at 95 %, 59.6/47.4/43.9 at 99 %; initialisation prior 57.9/70.2/64.9,
-  75.4/70.2/80.7, 57.9/54.4/70.2 (means 55.0 → 64.3, 74.3 → 75.4, 50.3 → 60.8), with the
-  relaxed crisp count still at c (+6 % at most) at the end of the relaxed phase.  A smaller
-  μ (0.003) gives higher accuracy (means 79.6 / 83.0 / 76.6) but the alignment then no
-  longer implements the rate at 99 % (crisp count 260–313 for c = 192; the crisp finish
-  does it), so μ stays 0.01.  A squared divergence (W2², half-normal prior, μ = 0.01,
-  seed 0: 82.5 / 71.9 / 40.4 % at 50 / 95 / 99 %) was tried and not kept.
+  divergence is exactly 0: it only implements the rate.  The half-normal prior that came first, and the measurements that replaced it, are in
+  ``docs/trainer-experiments.md``.
 """
 
 from __future__ import annotations
@@ -292,10 +267,6 @@ def wasserstein1_sorted(values: torch.Tensor, quantiles: torch.Tensor) -> torch.
     """
     x, _ = torch.sort(values.reshape(-1))
     return (x - quantiles).abs().mean()
-
-
-def concat_abs(latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    return torch.cat([w.reshape(-1).abs() for w in latents.values()])
 
 
 def unit_gate_masks(plan, fines: Mapping[str, torch.Tensor], theta: float | Mapping[str, float], *,

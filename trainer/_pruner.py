@@ -87,12 +87,21 @@ class Pruner:
     lam, eta, crisp_growth, gate_ratio, pmp_weight, pmp_eps_end : float
         λ of the budget (relative to ``c``), η of the TC term, the factor by which ``s`` grows,
         ρ of the CTF gates, μ and the final ε of PMP (see :mod:`trainer._masks`).
+    reinit : bool
+        Training from scratch: replace each traced weight by N(0, 1) latents in the same order
+        and signs (a rank transform of its initialisation) with He scales ``√2/√fan_in``
+        (``1/√fan_in`` into an output), as the built-in models do.  False (default): keep the
+        weights (``ŵ = W/std(W)``), e.g. to prune a trained model.  Uniform initialisations
+        (PyTorch's default) crowd the latents under the budget threshold and the relaxed
+        crisp count then drifts far above ``c``; measured on digits, an MLP 64-128-64-10 at
+        99 %: crisp count 855–1,390 for c = 170 and chance accuracy without, 170 with.
     """
 
     def __init__(self, method: str = "mp-tc", rate: float = 0.9, *, epochs: int = 1, lam: float = 1.0,
                  eta: float = 1.0, crisp_growth: float = 30.0, gate_ratio: float = 0.5,
-                 pmp_weight: float = 0.01, pmp_eps_end: float = 0.05) -> None:
+                 pmp_weight: float = 0.01, pmp_eps_end: float = 0.05, reinit: bool = False) -> None:
         self.method: Method = method_for(method)
+        self.reinit = bool(reinit)
         if self.method.prunes and not 0.0 < rate < 1.0:
             raise NetgraphError(f"rate must be in (0, 1) (a fraction of weights to prune), got {rate}")
         if not self.method.prunes and rate != 0:
@@ -159,7 +168,17 @@ class Pruner:
                 self._own_scales: Mapping[str, float] = {}
             else:
                 self.scales = {}
-                for n, p in self._latents.items():
+                sinks = set(graph.sinks)
+                for b in graph.weighted_blocks:
+                    n, p = b.name, self._latents[b.name]
+                    if self.reinit:  # N(0, 1) latents in the init's order and signs, He scales
+                        flat = p.reshape(-1)
+                        rank = torch.argsort(torch.argsort(flat.abs(), stable=True), stable=True)
+                        u = (rank.to(torch.float64) + 0.5) / flat.numel()
+                        flat.copy_((torch.where(flat < 0, -1.0, 1.0).to(torch.float64) * halfnormal_quantile(u)).to(p.dtype))
+                        fan_in = max(1, p[0].numel())
+                        self.scales[n] = (1.0 if b.dst in sinks else math.sqrt(2.0)) / math.sqrt(fan_in)
+                        continue
                     sd = float(p.detach().float().std()) if p.numel() > 1 else 0.0
                     sd = sd if sd > 0 and math.isfinite(sd) else 1.0 / math.sqrt(max(1, p[0].numel()))
                     p.div_(sd)
@@ -335,23 +354,29 @@ class Pruner:
             else:
                 lo = mid + 1
         eff, got = count(lo)
-        # trim the overshoot: drop the lowest-scored effective weights whose removal kills nothing else
-        if got > c:
+        # trim the overshoot: drop the lowest-scored effective weights whose removal kills nothing
+        # else; then, if some remain, removals that kill a few more without going under c
+        offsets = np.cumsum([0] + sizes)
+        for exact in (True, False):
+            if got <= c:
+                break
             cand = torch.cat([torch.where(eff[n].reshape(-1), sc[n].reshape(-1), torch.full_like(sc[n].reshape(-1), math.inf))
                               for n in names])
-            offsets = np.cumsum([0] + sizes)
-            for pos in torch.argsort(cand)[: 4 * (got - c) + 64].tolist():
+            limit = 4 * (got - c) + 64 if exact else got
+            for pos in torch.argsort(cand, stable=True)[:limit].tolist():
                 if got <= c or not math.isfinite(float(cand[pos])):
                     break
                 j = int(np.searchsorted(offsets, pos, side="right") - 1)
                 n = names[j]
+                if not bool(eff[n].reshape(-1)[pos - offsets[j]]):
+                    continue  # already gone with an earlier removal
                 trial = dict(eff)
                 flat_m = trial[n].reshape(-1).clone()
                 flat_m[pos - offsets[j]] = False
                 trial[n] = flat_m.reshape(shapes[j])
                 new = self.effective(trial)
                 new_got = int(sum(m.sum() for m in new.values()))
-                if new_got == got - 1:
+                if new_got == got - 1 or (not exact and c <= new_got < got):
                     eff, got = new, new_got
         return eff
 

@@ -7,7 +7,7 @@ The model is the built-in GCN or MLP, or any torch.fx-traceable module
 rates, the topology spec and the audit, so ``netgraph audit FILE`` reads it directly.  The
 result summary goes to stdout (text or JSON), the progress bar to stderr.
 
-Many processes: ``torchrun --nproc-per-node N -m netgraph train ...`` (DistributedDataParallel;
+Many processes: ``torchrun --standalone --nproc-per-node N -m netgraph train ...`` (DistributedDataParallel;
 gloo on CPU); only rank 0 writes.  Options and their defaults come from ``trainer.TrainConfig``.
 """
 
@@ -63,6 +63,9 @@ def add_parser(sub) -> None:
         if "choices" in extra:
             kw["choices"] = extra["choices"]
         option(p, flag, **kw)
+    option(p, "--keep-init", action="store_true",
+           help="keep a PKG.MODULE:FACTORY model's own weights (e.g. trained ones) instead of re-drawing them as "
+                "N(0, 1) latents with He scales, as the built-in models are (TrainConfig.reinit)")
     option(p, "--no-progress", action="store_true", help="no progress bar")
     option(p, "--format", choices=("text", "json"), default="text", help="summary format on stdout")
     p.set_defaults(func=run)
@@ -83,6 +86,7 @@ def config_from_args(args):
     model = args.model or TrainConfig.model
     shape = parse_input_shape(getattr(args, "input_shape", None))
     return TrainConfig(model=model, out=args.out, progress=not args.no_progress, input_shape=shape,
+                       reinit=not args.keep_init,
                        model_kwargs=getattr(args, "model_kwargs", None), **kw)
 
 
