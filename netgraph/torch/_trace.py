@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -32,7 +31,7 @@ from .._audit import AuditReport, audit
 from .._graph import LayeredGraph
 from .._reach import Reachability, WeightStates, reachability
 from ..errors import TraceFailed
-from ._builder import DagBuilder, Plan, mask_of as _mask_of, value_of as _value_of
+from ._builder import DagBuilder, Plan, mask_of as _mask_of, value_of as _value_of  # noqa: F401 (_repair)
 from ._shapes import Recorder, describe, example_tensor
 from ._taps import TapAnalysis, tap_analysis
 
