@@ -59,14 +59,13 @@ _NP = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "int64": "<i8", "ui
 def _independent(path: str, fmt: str) -> dict:
     """Tensors as another reader sees them (values compared as float64)."""
     if fmt == "safetensors":
-        from safetensors.numpy import load_file
+        from safetensors.torch import load_file
 
-        out = load_file(path)
-        return {k: v.astype(np.float64) if v.dtype != bool else v for k, v in out.items()}
-    obj = torch.load(path, weights_only=True, map_location="cpu")
-    from netgraph.io._checkpoint import _unwrap
+        sd = load_file(path)
+    else:
+        from netgraph.io._checkpoint import _unwrap
 
-    sd, _, _ = _unwrap(obj, path)
+        sd, _, _ = _unwrap(torch.load(path, weights_only=True, map_location="cpu"), path)
     return {k: (v.double().numpy() if v.dtype != torch.bool else v.numpy())
             for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
