@@ -380,7 +380,8 @@ def _draw(ax, v: MaskView, crop, show_constant: bool, *, ticks: bool = True,
 
 def _legend_handles(views: Sequence[MaskView], show_constant: bool) -> list[Patch]:
     audited = any(v.dead is not None for v in views)
-    handles = [Patch(facecolor=KEPT, label="kept" + (", effective" if audited else "")),
+    handles = [Patch(facecolor=KEPT, label="kept" + (", effective" if audited else "")
+                     + f" (each drawn >= {MIN_CELL_PX} px at {SAVE_DPI} dpi)"),
                Patch(facecolor=PRUNED, edgecolor=GRID, linewidth=0.5, label="pruned")]
     if any(v.weights is not None and not v.weights.all() for v in views):
         handles.append(Patch(facecolor=NOT_A_WEIGHT, edgecolor=GRID, linewidth=0.5, label="no weight (between heads)"))

@@ -171,8 +171,9 @@ def run(args) -> int:
     out = output_dir(args.out, force=args.force)  # refused before any training
     t0 = time.perf_counter()
 
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+    def log(msg: str) -> None:  # wall time, and CPU time of this process and its finished workers
+        cpu = sum(os.times()[:4])
+        print(f"[{time.perf_counter() - t0:6.1f}s wall, {cpu:6.1f}s cpu] {msg}", file=sys.stderr, flush=True)
 
     state: dict = {}
     atomic_dir(out, lambda tmp: _build(tmp, args, epochs, seeds, t0, log, state), force=args.force)
@@ -349,8 +350,8 @@ def _build(tmp: str, args, epochs: int, seeds: int, t0: float, log, state: dict)
             fh.write(page)
 
     atomic_write(os.path.join(tmp, "index.html"), write)
-    _write_json(os.path.join(tmp, "timing.json"), {"seconds": seconds, "jobs": args.jobs, "runs": len(jobs),
-                                                   "machine": _machine()})
+    _write_json(os.path.join(tmp, "timing.json"), {"seconds": seconds, "cpu_seconds": sum(os.times()[:4]),
+                                                   "jobs": args.jobs, "runs": len(jobs), "machine": _machine()})
     printed = []
     for sweep in ("digits", "gcn"):
         inf = info[sweep]
