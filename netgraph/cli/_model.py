@@ -112,6 +112,8 @@ def _factory(spec: str):
 
 
 def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
     text = str(exc).strip()
     line = text.splitlines()[0] if text else ""
     return line if len(line) <= 200 else line[:197] + "..."
