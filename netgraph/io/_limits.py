@@ -69,6 +69,19 @@ def check_strided(shape: Sequence[int], stride: Sequence[int], offset: int, stor
     numel = 1
     for n in shape:
         numel *= n
+    contiguous, acc = True, 1
+    for n, s in zip(reversed(shape), reversed(stride)):
+        if n > 1 and s != acc:
+            contiguous = False
+            break
+        acc *= n
+    if contiguous and numel:  # the common case: each element once, in order
+        if offset + numel > storage_numel:
+            raise UnsafeCheckpoint(
+                f"{where}: shape {tuple(shape)} at offset {offset} needs {offset + numel} stored elements "
+                f"but its storage holds {storage_numel}"
+            )
+        return numel
     if numel == 0:
         if offset > storage_numel:
             raise UnsafeCheckpoint(f"{where}: storage offset {offset} lies past its storage of {storage_numel} elements")

@@ -403,11 +403,15 @@ def _run_pickle(data: bytes, layout: ZipLayout, path: str):
         built += 1
         if built > MAX_OBJECTS:
             raise UnsafeCheckpoint(f"{path}: data.pkl builds more than {MAX_OBJECTS:,} objects; refused")
-        if name == "STOP":
+        if name in ("BINPUT", "LONG_BINPUT"):  # the most frequent opcodes first
+            memo[arg] = stack[-1]
+        elif name in ("BINGET", "LONG_BINGET"):
+            stack.append(memo[arg])
+        elif name == "STOP":
             if len(stack) != 1 or metastack:
                 raise BadCheckpoint(f"{path}: data.pkl ends with {len(stack)} values on the stack")
             return stack.pop()
-        if name == "MARK":
+        elif name == "MARK":
             metastack.append(stack)
             stack = []
         elif name in ("NONE", "NEWTRUE", "NEWFALSE", "BININT", "BININT1", "BININT2", "LONG1", "BINFLOAT",
@@ -453,10 +457,6 @@ def _run_pickle(data: bytes, layout: ZipLayout, path: str):
             if type(stack[-1]) not in (dict, OrderedDict):
                 raise TypeError("SETITEM to a non-dict")
             stack[-1][_key(k)] = v
-        elif name in ("BINPUT", "LONG_BINPUT"):
-            memo[arg] = stack[-1]
-        elif name in ("BINGET", "LONG_BINGET"):
-            stack.append(memo[arg])
         elif name == "GLOBAL":
             module, _, gname = arg.partition(" ")
             stack.append(_resolve_global(module, gname, path))
