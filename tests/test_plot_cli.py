@@ -184,3 +184,29 @@ def test_python_dash_m_runs_the_same_command(tmp_path, results):
     bad = subprocess.run([sys.executable, "-m", "netgraph", "plot", "ablation", str(results), "-o", "x.gif"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("netgraph: error: ") and "Traceback" not in bad.stderr
+
+
+def test_plot_with_model_code_draws_the_traced_graph(tmp_path, ckpt, capsys):
+    """--model (the shared model options): the graph comes from tracing the user's code."""
+    code = tmp_path / "mymodel.py"
+    code.write_text(
+        "import torch.nn as nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc1, self.fc2, self.fc3 = nn.Linear(6, 5), nn.Linear(5, 4), nn.Linear(4, 3)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc3(self.fc2(self.fc1(x).relu()).relu())\n"
+        "def make():\n"
+        "    return Net()\n")
+    out = tmp_path / "net.png"
+    assert main(["plot", "masks", str(ckpt), "--model", f"{code}:make", "-o", str(out)]) == 0
+    check_file(out, "png")
+    capsys.readouterr()
+    import viz
+
+    graph, masks, _ = viz.read_checkpoint(str(ckpt))  # the inferred chain: same masks as the traced model
+    traced_out = tmp_path / "m2.png"
+    assert main(["plot", "masks", str(ckpt), "--model", f"{code}:make", "--layer", "fc2.weight",
+                 "-o", str(traced_out)]) == 0
+    assert sorted(masks) == ["fc1.weight", "fc2.weight", "fc3.weight"]

@@ -739,3 +739,19 @@ def test_big_sparse_mask_keeps_every_kept_weight_visible():
     width_px = fig.axes[0].get_window_extent().width * SAVE_DPI / fig.dpi
     assert width_px / w >= MIN_CELL_PX - 0.5
     assert "1 cell = " in fig.axes[0].get_title()
+
+
+def test_no_text_overlaps_in_the_library_figures():
+    rng = np.random.default_rng(6)
+    masks = [rng.random((12, 20)) < 0.2, rng.random((10, 12)) < 0.3, rng.random((4, 10)) < 0.4]
+    graph = chain(masks)
+    report = audit(graph)
+    views = {b.name: viz.mask_view(m, graph, b.name) for b, m in zip(graph.weighted_blocks, masks)}
+    figures = {"mask": viz.plot_mask(views[graph.weighted_blocks[0].name], show_constant=True),
+               "layers": viz.plot_layer_masks(views, show_constant=True, title="masks"),
+               "network": viz.plot_network(graph), "audit": viz.plot_audit(report, graph),
+               "bars": viz.plot_layer_bars(report), "units": viz.plot_dead_units(graph),
+               "receptive": viz.plot_receptive_sets(graph),
+               "grid": viz.plot_mask_grid({("MP", r): views[graph.weighted_blocks[1].name] for r in (0.9, 0.99)})}
+    for name, fig in figures.items():
+        assert text_overlaps(fig) == [], name

@@ -381,7 +381,7 @@ def _draw(ax, v: MaskView, crop, show_constant: bool, *, ticks: bool = True,
 def _legend_handles(views: Sequence[MaskView], show_constant: bool) -> list[Patch]:
     audited = any(v.dead is not None for v in views)
     handles = [Patch(facecolor=KEPT, label="kept" + (", effective" if audited else "")
-                     + f" (each drawn >= {MIN_CELL_PX} px at {SAVE_DPI} dpi)"),
+                     + f" (>= {MIN_CELL_PX} px each)"),
                Patch(facecolor=PRUNED, edgecolor=GRID, linewidth=0.5, label="pruned")]
     if any(v.weights is not None and not v.weights.all() for v in views):
         handles.append(Patch(facecolor=NOT_A_WEIGHT, edgecolor=GRID, linewidth=0.5, label="no weight (between heads)"))
@@ -454,15 +454,16 @@ def plot_mask(mask: MaskView | np.ndarray, *, crop: Sequence[int] | None = None,
     ch, cw = r1 - r0, c1 - c0
     width = float(np.clip(cw / 45.0, 6.0, 10.0))
     # image height for square pixels in the axes width, plus room for title, labels, legend
-    height = float(np.clip((width - 1.2) * ch / cw, 1.0, 9.0)) + 1.7
+    handles = _legend_handles([v], show_constant)
+    ncols = min(len(handles), 3 if width >= 9 else 2)
+    extra = 0.22 * (-(-len(handles) // ncols)) + (0.2 if crop is not None else 0.0)  # legend rows, crop line
+    height = float(np.clip((width - 1.2) * ch / cw, 1.0, 9.0)) + 1.5 + extra
     fig = new_figure(width, height)
     ax = fig.add_subplot()
-    f = _draw(ax, v, crop, show_constant, panel=(width - 1.2, height - 1.7))
+    f = _draw(ax, v, crop, show_constant, panel=(width - 1.2, height - 1.5 - extra))
     _axis_labels(ax, v)
     head = title if title is not None else (v.name or "mask")
     ax.set_title(f"{head}\n{_counts(v)}{_crop_note(crop, v)}{_pool_note([f])}", fontsize=10)
-    handles = _legend_handles([v], show_constant)
-    ncols = len(handles) if width >= 7.5 or len(handles) <= 3 else 2
     fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=9, frameon=False)
     return fig
 
@@ -494,7 +495,7 @@ def plot_layer_masks(masks: Mapping[str, MaskView | np.ndarray] | Sequence[MaskV
     if title or note:
         fig.suptitle("\n".join(t for t in (title, note) if t), fontsize=10)
     handles = _legend_handles(views, show_constant)
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), fontsize=9, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 2), fontsize=9, frameon=False)
     return fig
 
 
