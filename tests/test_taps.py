@@ -434,3 +434,19 @@ def test_torchvision_models_if_available():
         with torch.no_grad():
             a, b = model(x), pruned(x)
         assert float((a - b).abs().max()) <= 1e-9 * max(1.0, float(a.abs().max())), name
+
+
+def test_a_handler_that_fails_falls_back_soundly_with_a_warning(monkeypatch):
+    from netgraph.torch import _taps
+
+    def broken(self, node):
+        raise RuntimeError("not covered")
+
+    monkeypatch.setattr(_taps._Pass, "f_mul", broken)
+    model, shape = build(DEAD_VALUE)
+    traced = trace_model(model, shape)
+    rep = traced.audit()
+    assert any("not modelled per position" in w for w in rep.warnings)
+    probe = tap_probe(model, shape)
+    for name, ws in traced.weight_states().items():  # over-approximated, never a false "dead"
+        assert not (probe[name] & ~ws.effective).any(), name

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from .._reach import Reachability, WeightStates
 from ._builder import Val, value_of
 from ._ops import op_kind
-from ._shapes import TensorInfo, has_tensor
+from ._shapes import TensorInfo, describe, has_tensor
 from ._tapconv import BoolConv
 
 __all__ = ["TapAnalysis", "tap_analysis"]
@@ -94,6 +94,11 @@ class TapAnalysis:
     constant: Mapping[Any, Any]
     coaccessible: Mapping[Any, Any]
     _pass: Any = field(default=None, repr=False)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Ops the pass over-approximated although the graph builder modelled them."""
+        return tuple(self._pass.warnings) if self._pass is not None else ()
 
     def candidates(self) -> dict[str, np.ndarray]:
         """Per weighted block: the weights that are *not* kept but would be effective if they
@@ -254,7 +259,8 @@ class _Pass:
         self.acc: dict[fx.Node, Any] = {}
         self.cst: dict[fx.Node, Any] = {}
         self.kind: dict[fx.Node, str] = {}
-        self.weighted: dict[fx.Node, tuple] = {}  # node -> (name, kind, mask, padded acc/cst, geometry)
+        self.weighted: dict[fx.Node, tuple] = {}
+        self.warnings: list[str] = []  # node -> (name, kind, mask, padded acc/cst, geometry)
 
     # -- states ------------------------------------------------------------------------
     def state(self, a) -> _S | None:
@@ -314,6 +320,10 @@ class _Pass:
         try:
             out = handler(node)
         except _Unsupported:
+            return self.unknown(node)
+        except Exception as exc:  # a case the handler does not cover: stay sound, say so
+            self.warnings.append(f"{describe(node, self.gm)} is not modelled per position "
+                                 f"({type(exc).__name__}); over-approximated (every position)")
             return self.unknown(node)
         if out is None:
             return self.unknown(node)
@@ -683,6 +693,10 @@ class _Pass:
         try:
             handler(node, co)
         except _Unsupported:
+            self.b_unknown(node, co)
+        except Exception as exc:  # see visit
+            self.warnings.append(f"{describe(node, self.gm)} is not modelled per position backwards "
+                                 f"({type(exc).__name__}); over-approximated (every position)")
             self.b_unknown(node, co)
 
     def b_unknown(self, node, co) -> None:

@@ -115,8 +115,9 @@ class TracedModel:
             raise ValueError(f"resolution must be 'tap' or 'channel', got {resolution!r}")
         if reach is not None or resolution == "channel":
             return audit(self.graph, reach, source=source)
+        taps = self.taps()
         return audit(self.graph, self.tap_reachability(), source=source,
-                     weight_states=self.taps().weight_states)
+                     weight_states=taps.weight_states, warnings=taps.warnings)
 
 
 # --------------------------------------------------------------------------------------
