@@ -272,6 +272,7 @@ def _train_cmd(out, nproc: int) -> list[str]:
             "-m", "netgraph", *args]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_give_the_masks_of_one_process(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     outs = {}

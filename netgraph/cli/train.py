@@ -48,7 +48,10 @@ def add_parser(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_options(p, required=False)
     p.set_defaults(model_default=TrainConfig.model)
-    option(p, "--out", required=True, default=None, metavar="OUT", help="checkpoint to write (.pt / .safetensors)")
+    option(p, "--out", required=True, default=None, metavar="OUT",
+           help="checkpoint to write (.pt / .safetensors): a new regular file in an existing folder, written "
+                "atomically when training ends (the training state goes to OUT.state.pt)")
+    option(p, "--force", action="store_true", help="replace OUT when it exists")
     for f, help_, extra in config_fields():
         flag = "--" + f.name.replace("_", "-")
         t, is_tuple = _type_of(f)
@@ -98,8 +101,7 @@ def run(args) -> int:
     from ..io import output_path
 
     cfg = config_from_args(args).validate()
-    if not cfg.resume:
-        output_path(cfg.out, force=True)  # a writable regular-file destination, checked before training
+    output_path(cfg.out, force=args.force or cfg.resume)  # checked before any training
     res = train(cfg)
     import os
 
