@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 
 from netgraph import (
     ChainNotInferable,
@@ -257,11 +257,22 @@ def test_numbers_order_layers_within_a_prefix_even_against_the_shapes(tmp_path):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pruned_models())
 def test_random_models_without_code_are_refused_or_sound(tmp_path_factory, net):
-    model, shape = net
+    _refused_or_sound(tmp_path_factory, *net)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pruned_models(kind="conv"))
+def test_random_conv_nets_with_residuals_and_concatenations_are_refused_or_sound(tmp_path_factory, net):
+    _refused_or_sound(tmp_path_factory, *net)
+
+
+def _refused_or_sound(tmp_path_factory, model, shape):
     path = tmp_path_factory.mktemp("nomodel") / "m.pt"
     torch.save(model.state_dict(), path)
     try:
         graph_from_checkpoint(load_checkpoint(path))
     except ChainNotInferable:
+        event("refused")
         return
+    event("audited")
     _assert_sound(model, shape, path)
