@@ -450,3 +450,26 @@ def test_a_handler_that_fails_falls_back_soundly_with_a_warning(monkeypatch):
     probe = tap_probe(model, shape)
     for name, ws in traced.weight_states().items():  # over-approximated, never a false "dead"
         assert not (probe[name] & ~ws.effective).any(), name
+
+
+class _Net3d(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv3d(2, 3, 3, padding=1, bias=True)
+        self.b = nn.Conv3d(3, 3, 3, stride=2, padding=1, groups=3, bias=False, padding_mode="replicate")
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        y = F.max_pool3d(torch.relu(self.a(x)), 2)
+        return self.fc(F.adaptive_avg_pool3d(self.b(y) * torch.sigmoid(y[:, :1]), 1).flatten(1))
+
+
+@pytest.mark.parametrize("density", [0.1, 0.4])
+def test_conv3d_equals_the_probe(density):
+    torch.manual_seed(3)
+    model = _Net3d().double().eval()
+    rng = np.random.default_rng(int(density * 10))
+    with torch.no_grad():
+        for m in (model.a, model.b, model.fc):
+            m.weight.mul_(torch.from_numpy(rng.random(m.weight.shape) < density))
+    _check_equal(model, (1, 2, 4, 4, 4))
