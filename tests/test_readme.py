@@ -5,8 +5,8 @@ lines), so a command added to the README is tested without touching this file.  
 README order as the console script ``netgraph`` (no ``PYTHONPATH``) in one temporary folder
 that holds what the README assumes the reader has: ``model.pt`` (a pruned CNN in torch's
 prune format), ``mymodels.py`` with ``make_cnn``, ``path/to/mymodels.py``, ``mydata.py`` and
-``model.onnx``.  Adaptations, all here in ``adapt``: ``--epochs`` becomes 1 (and the ablation
-grid one rate, one seed), ``netgraph demo`` becomes ``--quick``, ``pytest`` only collects, and
+``model.onnx``.  Adaptations, all here in ``adapt``: ``--epochs`` becomes 1 (the ablation: 2
+epochs, its least, one rate, one seed), ``netgraph demo`` becomes ``--quick``, ``pytest`` only collects, and
 the ``pip install`` lines are checked against what is installed instead of being run.  The
 oracle per command: exit 0 (1 for ``--fail-on-dead`` on a file with dead weights), no
 traceback, and the file the command names as output exists afterwards.
@@ -182,7 +182,7 @@ def adapt(argv: list[str], workspace: Path) -> list[str] | None:
     if argv[:2] == ["netgraph", "train"] or argv[:1] == ["torchrun"]:
         argv += ["--no-progress"]
     if argv[:2] == ["netgraph", "ablate"]:
-        argv += ["--epochs", "1", "--tc-rates", "0.9", "--ctf-rates", "0.9", "--seeds", "1", "--no-progress"]
+        argv += ["--epochs", "2", "--tc-rates", "0.9", "--ctf-rates", "0.9", "--seeds", "1", "--no-progress"]
     if argv[:2] == ["netgraph", "demo"]:
         argv += ["--quick"]
     if argv == ["pytest"]:

@@ -344,7 +344,12 @@ def test_metadata_mode_and_ordereddict_survive_the_checkpoint_repair(tmp_path, c
     plain = {k: v.contiguous() for k, v in nn.Sequential(nn.Linear(4, 6), nn.Linear(6, 3)).state_dict().items()}
     plain["1.weight"][:, 0] = 0
     save_file(plain, tmp_path / "m.safetensors", metadata={"owner": "me", "format": "pt"})
-    assert main(["repair", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "o.safetensors")]) == 0
+    old = os.umask(0o022)
+    try:
+        assert main(["repair", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "o.safetensors")]) == 0
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "o.safetensors").st_mode & 0o777) == 0o644  # safetensors writes 0600 itself
     from safetensors import safe_open
 
     with safe_open(tmp_path / "o.safetensors", "pt") as f:

@@ -461,6 +461,9 @@ def repair_with_model(args):
         chosen = {}
         for name, (qual, param) in traced.params.items():
             w = getattr(model.get_submodule(qual), param)
+            if raw_scores is not None and name not in raw_scores and name not in user.prune_keys:
+                raise NetgraphError(f"--scores {args.scores}: no tensor for weight {user.prefix + name!r} "
+                                    f"(its keys: {_short(sorted(raw_scores))}); give one score tensor per weight")
             if name not in user.prune_keys and (raw_scores is None or name not in raw_scores):
                 raise NetgraphError(
                     f"{args.path}: weight {user.prefix + name!r} stores zeros where it was pruned, so nothing ranks "

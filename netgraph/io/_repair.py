@@ -353,6 +353,8 @@ def write_like(ckpt: Checkpoint, tensors: Mapping[str, Any], meta: Mapping[str, 
         full = {k: _torch_tensor(v, dtypes.get(k)) for k, v in full.items()}
         full.update(sd)
         full = {k: v.contiguous().clone() if not v.is_contiguous() else v for k, v in full.items()}
+        if not output.endswith(".safetensors"):
+            notes.append(f"{output}: written as safetensors, the input's format (whatever the extension says)")
         md = _safetensors_metadata(ckpt.path) if ckpt.format == "safetensors" else {}
         if meta:
             md["netgraph"] = json.dumps(meta)

@@ -318,6 +318,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *,
         os.chmod(tmp, _file_mode())  # open() applies the umask already; be explicit
         try:
             write(tmp)
+            os.chmod(tmp, _file_mode())  # a writer may have replaced the file (safetensors makes it 0600)
         except RuntimeError as exc:  # torch's C++ writer reports a full disk as RuntimeError
             if _nearly_full(folder):
                 raise OSError(errno.ENOSPC, "No space left on device") from None
