@@ -93,21 +93,6 @@ def _demo(out, force):
 DIR_WRITERS = {"ablate": _ablate, "demo": _demo}
 
 
-def _accepts(argv) -> bool:
-    """Whether the command line parses (an option exists), without running anything."""
-    import contextlib
-    import io
-
-    from netgraph.cli import build_parser
-
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            build_parser().parse_args(argv)
-    except SystemExit:
-        return False
-    return True
-
-
 # -- the places: setup(tmp, suffix) -> (out, force, kept) ----------------------------------
 # ``kept`` is a function returning a fingerprint of the place that must not change.
 
@@ -214,8 +199,6 @@ def test_file_output_places_are_refused_in_one_line(tmp, writer, place, capsys):
         pytest.skip("netgraph.testing.models.mlp(widths=...) is not available")
     if writer == "train" and place in ("the-input-even-with-force", "hard-link-to-the-input"):
         pytest.skip("train reads no checkpoint: it has no input to protect")
-    if writer == "train" and not _accepts(["train", "--out", "x.pt", "--force"]):
-        pytest.xfail("netgraph train has no --force yet (it replaces an existing --out); trainer notified")
     setup, words = PLACES[place]
     out, force, fingerprint = setup(tmp, SUFFIX.get(writer, ".pt"))
     before = fingerprint()
