@@ -23,7 +23,7 @@ Public surface
 ``products``                   the papers' S_a, S_c (boolean or path counts)
 ``audit``                      a frozen :class:`AuditReport` (``.to_dict()``)
 ``load_checkpoint``            a state_dict file → :class:`Checkpoint` (safe loaders only)
-``graph_from_checkpoint``      infer a chain from a state_dict's shapes
+``graph_from_checkpoint``      stored topology, else an order inferred from names and shapes (skips over-approximated)
 ``prune_masks``                clear dead weights (function-preserving)
 ``reconnect_masks``            re-spend the freed budget on effective connections
 ``graph_to_spec``              a graph's topology as plain data (stored in checkpoints)
