@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import inspect
 import importlib
 import json
 import subprocess
@@ -129,3 +130,24 @@ def test_repair_of_a_safetensors_file_with_batchnorm_between_equal_widths(tmp_pa
     after = json.loads(capsys.readouterr().out)["after"]
     assert main(["audit", str(out), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["layers"] == after["layers"]
+
+
+@pytest.mark.parametrize("command", ["audit", "repair", "compact"])
+def test_every_option_says_its_default(command):
+    """Issue 13: options defined once, each help line showing its default (or that it is
+    required, or what omitting it means); the defaults are the library's own."""
+    import argparse
+
+    from netgraph.cli import build_parser
+    from netgraph.io import repair_checkpoint
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    for action in sub._actions:
+        if not action.option_strings or isinstance(action, argparse._HelpAction):
+            continue
+        text = action.help % {"default": action.default} if action.help else ""
+        assert "(default: " in text or "(required)" in text or "omitted:" in text, (command, action.option_strings)
+    if command == "repair":
+        mode = next(a for a in sub._actions if "--mode" in a.option_strings)
+        assert mode.default == inspect.signature(repair_checkpoint).parameters["mode"].default
