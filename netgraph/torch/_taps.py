@@ -225,20 +225,22 @@ def _max_to_avg(fn, args, kwargs):
     return fn, args, kwargs
 
 
+_MAX_MODULES = {nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d, nn.MaxPool3d: F.max_pool3d}
+_ADAPTIVE_MAX_MODULES = {nn.AdaptiveMaxPool1d: F.adaptive_max_pool1d, nn.AdaptiveMaxPool2d: F.adaptive_max_pool2d,
+                         nn.AdaptiveMaxPool3d: F.adaptive_max_pool3d}
+
+
 def _module_as_function(mod: nn.Module):
-    """A pooling module as its functional form (for the max → average substitution)."""
-    if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
-        fn = {nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d, nn.MaxPool3d: F.max_pool3d}[type(mod)]
-        return lambda x: fn(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode,
-                            False), fn, (mod.kernel_size, mod.stride, mod.padding, mod.dilation,
-                                         mod.ceil_mode, False)
-    if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)):
-        fn = {nn.AdaptiveMaxPool1d: F.adaptive_max_pool1d, nn.AdaptiveMaxPool2d: F.adaptive_max_pool2d,
-              nn.AdaptiveMaxPool3d: F.adaptive_max_pool3d}[type(mod)]
-        return None, fn, (mod.output_size,)
-    if isinstance(mod, (nn.Upsample,)) and mod.mode == "bicubic":
+    """A max-pooling module as ``(function, its arguments after the input)``, for the
+    max → average substitution; ``(None, None)`` for any other module."""
+    for cls in type(mod).__mro__:
+        if cls in _MAX_MODULES:
+            return _MAX_MODULES[cls], (mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode, False)
+        if cls in _ADAPTIVE_MAX_MODULES:
+            return _ADAPTIVE_MAX_MODULES[cls], (mod.output_size,)
+    if isinstance(mod, nn.Upsample) and mod.mode == "bicubic":
         raise _Unsupported("bicubic interpolation")
-    return None, None, None
+    return None, None
 
 
 class _Unsupported(Exception):
@@ -584,7 +586,7 @@ class _Pass:
         if any_window and isinstance(mod, (nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)):
             return F.pad(args[0], mod.padding)  # its value is a constant source (see f_constpad)
         if any_window:
-            direct, fn, extra = _module_as_function(mod)
+            fn, extra = _module_as_function(mod)
             if fn is not None:
                 fn2, a2, k2 = _max_to_avg(fn, (args[0],) + tuple(extra), {})
                 return fn2(*a2, **k2)
