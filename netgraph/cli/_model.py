@@ -333,14 +333,6 @@ def prepare_model(args, path: str) -> UserModel:
     return user
 
 
-def _emit(args, payload: Mapping, text: str) -> None:
-    if getattr(args, "format", "text") == "json":
-        json.dump(payload, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(text)
-
-
 def audit_with_model(args) -> int:
     """``netgraph audit CKPT --model M``: trace the model, print the audit; 1 if dead and asked."""
     from .audit import finish

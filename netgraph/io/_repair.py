@@ -101,7 +101,7 @@ def output_format(ckpt: Checkpoint, output: str) -> str:
 
 # -- values of added weights ---------------------------------------------------------------
 
-def _load_values(source: str | None, what: str) -> Mapping[str, np.ndarray] | None:
+def _load_values(source: str | None) -> Mapping[str, np.ndarray] | None:
     if source is None or source in ("orig", "scores"):
         return None
     return load_checkpoint(source).tensors
@@ -205,7 +205,7 @@ def repair_checkpoint(path: str, output: str, mode: str = "prune", *, scores_pat
     else:
         score_tensors = load_checkpoint(scores_path).tensors if scores_path else None
         scores = _scores_for(ckpt, list(masks), score_tensors)
-        values = _load_values(new_values, "--new-values")
+        values = _load_values(new_values)
         chosen = {name: new_values_for(name, prune_format=prunable[name].prune_format, new_values=new_values,
                                        scores=score_tensors, values=values, shape=masks[name].shape, where=path)
                   for name in masks}
@@ -300,8 +300,7 @@ def _with_tensors(container, tensors: Mapping[str, Any]):
 
 
 def write_like(ckpt: Checkpoint, tensors: Mapping[str, Any], meta: Mapping[str, Any] | None, output: str, *,
-               check: Callable[[Checkpoint], None] | None = None, key_prefix: str = "",
-               drop_keys: tuple[str, ...] = ()) -> list[str]:
+               check: Callable[[Checkpoint], None] | None = None, key_prefix: str = "") -> list[str]:
     """Write ``tensors`` (the state_dict's tensors by key, without ``key_prefix``) to
     ``output`` in the same format and container as ``ckpt`` came in.
 
@@ -318,8 +317,6 @@ def write_like(ckpt: Checkpoint, tensors: Mapping[str, Any], meta: Mapping[str, 
         and raises to cancel the write.
     key_prefix : str
         Put back in front of every key (the prefix the model's keys were matched without).
-    drop_keys : tuple of str
-        Input keys that the output must not have (no such case today; kept explicit).
 
     Returns
     -------
@@ -349,8 +346,7 @@ def write_like(ckpt: Checkpoint, tensors: Mapping[str, Any], meta: Mapping[str, 
     if fmt == "safetensors":
         from safetensors.torch import save_file
 
-        full = {k: v for k, v in ckpt.tensors.items() if k not in drop_keys}
-        full = {k: _torch_tensor(v, dtypes.get(k)) for k, v in full.items()}
+        full = {k: _torch_tensor(v, dtypes.get(k)) for k, v in ckpt.tensors.items()}
         full.update(sd)
         full = {k: v.contiguous().clone() if not v.is_contiguous() else v for k, v in full.items()}
         if not output.endswith(".safetensors"):
@@ -374,15 +370,11 @@ def write_like(ckpt: Checkpoint, tensors: Mapping[str, Any], meta: Mapping[str, 
     elif ckpt.state_dict_key is not None:
         obj = copy.copy(root)
         obj[ckpt.state_dict_key] = _with_tensors(root[ckpt.state_dict_key], sd)
-        for k in drop_keys:
-            obj[ckpt.state_dict_key].pop(k, None)
         if meta:
             obj["netgraph"] = meta
         put_meta_in_sidecar = False
     else:
         obj = _with_tensors(root, sd)
-        for k in drop_keys:
-            obj.pop(k, None)
         if "netgraph" in obj and isinstance(obj["netgraph"], Mapping):
             obj["netgraph"] = meta  # the input carried its metadata in the same dict
             put_meta_in_sidecar = False
