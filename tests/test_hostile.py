@@ -163,6 +163,10 @@ def make_st_deep_json_entry(d):
         '{"w": {"dtype": "F32", "shape": [1], "data_offsets": ' + "[" * 100_000 + "]" * 100_000 + "}}"))
 
 
+def make_st_unclosed_string(d):  # 400,000 escaped quotes and no closing one: a quadratic scan would hang
+    return _bytes(d / "m.safetensors", safetensors_bytes('{"a": "' + '\\"' * 400_000))
+
+
 def _st_offsets(offsets):
     def make(d):
         return _bytes(d / "m.safetensors", safetensors_bytes(
@@ -406,6 +410,7 @@ CASES = [
     # safetensors headers
     ("st-json-100000-deep", make_st_deep_json, "nests more than"),
     ("st-json-100000-deep-in-entry", make_st_deep_json_entry, "nests more than"),
+    ("st-header-unclosed-string", make_st_unclosed_string, "not valid JSON"),
     ("st-offsets-three", _st_offsets([0, 24, 48]), "data_offsets"),
     ("st-offsets-one", _st_offsets([48]), "data_offsets"),
     ("st-offsets-string", _st_offsets("0..48"), "data_offsets"),
