@@ -755,3 +755,21 @@ def test_no_text_overlaps_in_the_library_figures():
                "grid": viz.plot_mask_grid({("MP", r): views[graph.weighted_blocks[1].name] for r in (0.9, 0.99)})}
     for name, fig in figures.items():
         assert text_overlaps(fig) == [], name
+
+
+def test_possible_skips_of_an_inferred_chain_are_their_own_faint_class():
+    b = GraphBuilder()
+    b.input("x", 3)
+    b.weight("a.weight", "x", "a", np.eye(3, dtype=bool))
+    b.weight("b.weight", "a", "b", np.eye(3, dtype=bool))
+    b.identity("a", "b", name="a->b:possible-skip")
+    b.weight("c.weight", "b", "c", np.ones((2, 3), bool))
+    graph = b.build()
+    classes = viz.edge_classes(graph)
+    assert len(classes["possible_skip"]) == 3 and classes["structural"] == []
+    fig = viz.plot_network(graph)
+    assert len(_segments(fig, "possible_skip")) == 3
+    assert any("possible skip" in t.get_text() for t in fig.legends[0].get_texts())
+    small = [chain([np.ones((1, 1))]), chain([np.ones((3, 2)), np.ones((2, 3))])]
+    for g in small:  # corner sizes: nothing overlaps, nothing sticks out of the figure
+        assert text_overlaps(viz.plot_network(g)) == [] and text_overlaps(viz.plot_network_pair(g, g)) == []

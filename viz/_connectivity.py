@@ -114,15 +114,18 @@ def edge_classes(graph: LayeredGraph, reach: Reachability | None = None) -> dict
     ``effective``; the dead pairs of prunable weights split three ways: ``constant`` (source
     not accessible but fed by a bias, destination coaccessible), ``not_accessible`` (no input
     reaches the source; not constant), ``not_coaccessible`` (the source is reached, the
-    destination reaches no output); and ``structural`` (identity, flatten: not weights).
+    destination reaches no output); ``structural`` (identity, flatten: not weights); and
+    ``possible_skip`` (structural blocks netgraph's chain inference assumed without model
+    code, named ``…:possible-skip``: hypothetical, drawn faint).
     """
     r = _reach(graph, reach)
     names = ("effective", "not_accessible", "not_coaccessible", "constant")
-    out: dict[str, list[tuple[Unit, Unit]]] = {k: [] for k in names + ("structural",)}
+    out: dict[str, list[tuple[Unit, Unit]]] = {k: [] for k in names + ("structural", "possible_skip")}
     for b in graph.blocks:
         rows, cols = _pairs(b)
         if not b.weighted:
-            out["structural"] += [((b.src, int(i)), (b.dst, int(j))) for i, j in zip(rows, cols)]
+            kind = "possible_skip" if b.name.endswith(":possible-skip") else "structural"
+            out[kind] += [((b.src, int(i)), (b.dst, int(j))) for i, j in zip(rows, cols)]
             continue
         m = r.pair_masks(b)
         cls = np.where(m["effective"], 0, np.where(m["constant"], 3, np.where(m["accessible"], 2, 1)))
@@ -152,9 +155,11 @@ _EDGE_STYLE = {
     "not_coaccessible": dict(colors=NOT_COACCESSIBLE, linewidths=1.5, alpha=0.95, linestyles="-.", zorder=3),
     "constant": dict(colors=CONSTANT, linewidths=1.3, alpha=0.9, linestyles="--", zorder=3),
     "structural": dict(colors=STRUCTURAL, linewidths=0.8, alpha=0.8, linestyles=":", zorder=1),
+    "possible_skip": dict(colors=STRUCTURAL, linewidths=0.7, alpha=0.35, linestyles=(0, (1, 3)), zorder=1),
 }
 _EDGE_LABEL = {"not_accessible": "dead: not accessible", "not_coaccessible": "dead: not coaccessible",
-               "constant": "constant (dead, fed by a bias)", "structural": "structural (identity, flatten)"}
+               "constant": "constant (dead, fed by a bias)", "structural": "structural (identity, flatten)",
+               "possible_skip": "possible skip (assumed: no model code)"}
 
 
 def _effective_set(graph: LayeredGraph, reach: Reachability) -> set[tuple[Unit, Unit]]:
@@ -181,10 +186,10 @@ def _draw_network(ax, graph: LayeredGraph, r: Reachability, pos, *, other: set |
         groups = {"effective": (shared, dict(colors=KEPT, linewidths=0.7, zorder=2,
                                              alpha=float(np.clip(6.0 / np.sqrt(len(shared) + 1), 0.08, 0.3)))),
                   "effective-only": (only, dict(colors=KEPT, linewidths=1.8, alpha=0.9, zorder=2))}
-    for name in ("not_accessible", "not_coaccessible", "constant", "structural"):
+    for name in ("not_accessible", "not_coaccessible", "constant", "structural", "possible_skip"):
         groups[name] = (classes[name], _EDGE_STYLE[name])
     for name, (pairs, style) in groups.items():
-        if name == "structural":
+        if name in ("structural", "possible_skip"):
             segments = [_arc(pos[a], pos[b]) for a, b in pairs]
         else:
             segments = [np.array([pos[a], pos[b]]) for a, b in pairs]
@@ -228,6 +233,8 @@ def _group_labels(ax, graph: LayeredGraph, pos) -> None:
                     xytext=(0, 10), textcoords="offset points", ha="center", va="bottom", fontsize=8)
     ax.autoscale_view()
     ax.margins(0.08, 0.12)
+    lo, hi = ax.get_ylim()  # headroom inside the axes for the group labels (never under the title)
+    ax.set_ylim(lo, hi + 0.1 * (hi - lo) + 0.15)
     ax.set_axis_off()
 
 
@@ -246,8 +253,8 @@ def _network_handles(n: Mapping[str, int], *, pair: bool) -> list[Line2D]:
                     Line2D([], [], color=KEPT, linewidth=1.8, label="effective in this model only")]
     else:
         handles.append(Line2D([], [], color=KEPT, alpha=0.7, label="effective"))
-    for name in ("not_accessible", "not_coaccessible", "constant", "structural"):
-        if name != "structural" or n.get("structural"):
+    for name in ("not_accessible", "not_coaccessible", "constant", "structural", "possible_skip"):
+        if name not in ("structural", "possible_skip") or n.get(name):
             st = _EDGE_STYLE[name]
             handles.append(Line2D([], [], color=st["colors"], linewidth=1.5, linestyle=st.get("linestyles", "-"),
                                   label=_EDGE_LABEL[name]))
@@ -302,9 +309,12 @@ def plot_network(graph: LayeredGraph, reach: Reachability | None = None, *, titl
     n = _draw_network(ax, graph, r, pos)
     _group_labels(ax, graph, pos)
     head = title if title is not None else "connectivity (unit pairs)"
+    if getattr(graph, "topology", "") == "inferred-chain":
+        head += "\n(topology inferred from the weight shapes, without model code)"
     ax.set_title(f"{head}\n{_network_caption(n)}", fontsize=9)
     handles = _network_handles(n, pair=False)
-    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=3 if fig.get_figwidth() >= 7.5 else 2, fontsize=8,
+               frameon=False)
     return fig
 
 
