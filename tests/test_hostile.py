@@ -150,6 +150,14 @@ def make_deep_list(d):
     return _bytes(d / "m.pt", torch_archive({"state_dict": sd, "extra": deep_list(100_000)}))
 
 
+def make_deep_tuple_key(d):  # hashing a tuple nested 300,000 deep overflows C's stack (SIGSEGV)
+    from tests.hostile_files import Raw
+
+    # {((...((),)...),): 1}: EMPTY_DICT, EMPTY_TUPLE, TUPLE1 300,000 times, 1, SETITEM
+    x = Raw(b"}" + b")" + b"\x85" * 300_000 + b"K\x01" + b"s")
+    return _bytes(d / "m.pt", torch_archive({"fc1.weight": T("0", (4, 3)), "x": x}))
+
+
 def make_deep_state_dict_value(d):
     return _bytes(d / "m.pt", torch_archive({"fc1.weight": T("0", (4, 3)), "x": deep_list(100_000)}))
 
@@ -406,6 +414,7 @@ CASES = [
     ("key-none", _key(None), "must be strings"),
     ("list-100000-deep-beside-state_dict", make_deep_list, "nested more than"),
     ("list-100000-deep-in-state_dict", make_deep_state_dict_value, "nested more than"),
+    ("tuple-300000-deep-as-key", make_deep_tuple_key, "nests tuples more than"),
     ("key-with-ansi-and-newline", make_ansi_key, "control characters"),
     # safetensors headers
     ("st-json-100000-deep", make_st_deep_json, "nests more than"),

@@ -388,6 +388,7 @@ def _run_pickle(data: bytes, layout: ZipLayout, path: str):
     metastack: list = []
     memo: dict = {}
     storages: dict[str, _Storage] = {}
+    tdepth: dict[int, int] = {}  # id(tuple) -> its tuple nesting (hashing a deep tuple overflows C's stack)
     built = 0
     first = True
     for op, arg, pos in pickletools.genops(data):
@@ -429,14 +430,14 @@ def _run_pickle(data: bytes, layout: ZipLayout, path: str):
             n = int(name[-1])
             if len(stack) < n:
                 raise IndexError("stack underflow")
-            items = tuple(stack[-n:])
+            items = _tuple(stack[-n:], tdepth, path)
             del stack[-n:]
             stack.append(items)
         elif name in ("TUPLE", "APPENDS", "SETITEMS"):
             items = stack
             stack = metastack.pop()
             if name == "TUPLE":
-                stack.append(tuple(items))
+                stack.append(_tuple(items, tdepth, path))
             elif name == "APPENDS":
                 if type(stack[-1]) is not list:
                     raise TypeError("APPENDS to a non-list")
@@ -481,6 +482,18 @@ def _run_pickle(data: bytes, layout: ZipLayout, path: str):
         else:  # pragma: no cover - _OPCODES lists exactly the branches above
             raise TypeError(f"opcode {name}")
     raise EOFError("no STOP")
+
+
+def _tuple(items, tdepth: dict, path: str) -> tuple:
+    """A tuple of ``items`` whose tuple-in-tuple nesting is bounded: CPython hashes (and so
+    uses as a key) nested tuples recursively in C, and a tuple nested 1,000,000 deep crashes
+    the process (SIGSEGV) when hashed."""
+    t = tuple(items)
+    depth = 1 + max((tdepth.get(id(x), 1) for x in t if type(x) is tuple), default=0)
+    if depth > MAX_DEPTH:
+        raise UnsafeCheckpoint(f"{path}: data.pkl nests tuples more than {MAX_DEPTH} deep; refused")
+    tdepth[id(t)] = depth
+    return t
 
 
 def _key(k):
