@@ -22,11 +22,9 @@ import torch.nn.functional as F
 
 def _full_shape_method():
     """MP+TC in the former form: Φ at every weight's full shape, straight-through masks for all."""
-    from trainer._masks import budget_loss
-    from trainer._methods import MagnitudeTC
-    from trainer._tc import phi, straight_through, tc_factors, tc_terms
+    from trainer import budget_loss, method_for, phi, straight_through, tc_factors, tc_terms
 
-    class FullShapeTC(MagnitudeTC):
+    class FullShapeTC(type(method_for("mp-tc"))):
         def relaxed(self, pr):
             psi = self.soft(pr, self.crispness(pr))
             crisp = {n: (p.detach() >= 0.5) for n, p in psi.items()}

@@ -311,3 +311,23 @@ def test_cuda_path_with_bf16_autocast():
                             input_shape=(1, 64), dataset="digits", method="mp-tc", rate=0.95, epochs=3,
                             device="cuda", autocast="bf16", progress=False), data=DIGITS)
     assert res.kept == round(0.05 * res.prunable) and res.audit["summary"]["dead"] == 0
+
+
+def digits_loader(seed: int = 0):
+    """A user's loader: ``(train, test)``, the test part a dataset of ``(x, y)`` items."""
+    d = load_digits(seed=seed)
+    return (d.x_train[:400], d.y_train[:400]), list(zip(d.x_test[:100], d.y_test[:100].tolist()))
+
+
+def test_user_dataset_loader_from_the_cli(tmp_path, capsys):
+    out = tmp_path / "u.pt"
+    args = ["train", "--model", "netgraph.testing.models:mlp", "--model-kwargs", '{"widths": [64, 16, 10]}',
+            "--input-shape", "1,64", "--method", "mp-tc", "--rate", "0.9", "--epochs", "2", "--no-progress",
+            "--format", "json", "--out", str(out)]
+    assert main(args + ["--dataset", "tests.test_trainer_pruner:digits_loader"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["dead"] == 0 and summary["kept"] == round(0.1 * summary["prunable"])
+    for bad, words in [("tests.test_trainer_pruner:nope", "has no attribute"), ("no_such_pkg_xyz:load", "cannot import")]:
+        assert main(args + ["--force", "--dataset", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("netgraph: error:") and err.count("\n") == 1 and words in err, err

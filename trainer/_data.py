@@ -296,24 +296,41 @@ def _as_tensors(obj, spec: str, part: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y.long()
 
 
+def resolve_callable(spec: str, option: str):
+    """The callable named by ``pkg.module:name`` (or ``path/to/file.py:name``), with one-line errors."""
+    import importlib
+    import importlib.util
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise DataError(f"{option} {spec!r} must look like pkg.module:name")
+    try:
+        if module_name.endswith(".py"):
+            if not os.path.isfile(module_name):
+                raise ImportError(f"no file {module_name}")
+            loader_spec = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+            obj = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(obj)
+        else:
+            obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise DataError(f"{option} {spec}: cannot import {module_name!r} ({exc}); is it installed or on PYTHONPATH?") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise DataError(f"{option} {spec}: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise DataError(f"{option} {spec}: {attr!r} is not callable")
+    return obj
+
+
 def load_user_dataset(spec: str, *, seed: int = 0) -> Dataset:
     """``pkg.module:loader``: a callable returning ``(x_train, y_train, x_test, y_test)`` or
     ``(train, test)`` with each part ``(x, y)`` or a dataset of ``(x, y)`` items.  The loader
     is called with ``seed=`` when it accepts it."""
-    import importlib
     import inspect
 
-    module_name, _, attr = spec.partition(":")
-    try:
-        fn = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise DataError(f"--dataset {spec}: cannot import {module_name!r} ({exc}); is it installed or on PYTHONPATH?") from None
-    for part in attr.split("."):
-        if not hasattr(fn, part):
-            raise DataError(f"--dataset {spec}: {module_name!r} has no attribute {attr!r}")
-        fn = getattr(fn, part)
-    if not callable(fn):
-        raise DataError(f"--dataset {spec}: {attr!r} is not callable")
+    fn = resolve_callable(spec, "--dataset")
     try:
         takes_seed = "seed" in inspect.signature(fn).parameters
     except (TypeError, ValueError):

@@ -53,7 +53,7 @@ from netgraph import atomic_write, audit, graph_to_spec, save_checkpoint
 from netgraph.errors import NetgraphError, TrainingDiverged
 
 from ._config import BUILTIN_MODELS, METHODS, TrainConfig
-from ._data import Dataset, load_dataset
+from ._data import Dataset, load_dataset, resolve_callable
 from ._models import GCN, MLP, gcn_preset
 from ._pruner import Pruner, erk_allocate, erk_densities
 
@@ -135,9 +135,7 @@ def build_for(config: TrainConfig, data: Dataset, generator: torch.Generator):
     if config.model == "mlp":
         flat = int(np.prod(data.x_train.shape[1:]))
         return MLP((flat, *config.mlp_hidden, data.classes), generator=generator)
-    from netgraph.cli._model import _factory  # the one --model resolver
-
-    factory = _factory(config.model)
+    factory = resolve_callable(config.model, "--model")
     torch.manual_seed(config.seed)
     model = factory(**config.kwargs())
     if not isinstance(model, torch.nn.Module):
