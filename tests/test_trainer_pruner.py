@@ -331,3 +331,21 @@ def test_user_dataset_loader_from_the_cli(tmp_path, capsys):
         assert main(args + ["--force", "--dataset", bad]) == 2
         err = capsys.readouterr().err
         assert err.startswith("netgraph: error:") and err.count("\n") == 1 and words in err, err
+
+
+def test_resume_of_a_traced_model_equals_the_uninterrupted_run(tmp_path):
+    from trainer import TrainConfig, train
+
+    cfg = TrainConfig(model="tests.test_trainer_pruner:ResCNN", input_shape=(1, 1, 8, 8), dataset="digits",
+                      method="mp-tc", rate=0.95, epochs=4, batch_size=512, checkpoint_every=1, progress=False,
+                      device="cpu")
+    full = train(cfg.__class__(**{**cfg.__dict__, "out": str(tmp_path / "full.pt")}), data=DIGITS)
+    part = cfg.__class__(**{**cfg.__dict__, "out": str(tmp_path / "part.pt")})
+    train(part, data=DIGITS, stop_after=2)
+    assert os.path.exists(str(tmp_path / "part.pt") + ".state.pt")
+    resumed = train(part.__class__(**{**part.__dict__, "resume": True}), data=DIGITS)
+    for n in full.masks:
+        assert torch.equal(full.masks[n], resumed.masks[n]), n
+    a, b = load_checkpoint(str(tmp_path / "full.pt")).tensors, load_checkpoint(str(tmp_path / "part.pt")).tensors
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
