@@ -290,8 +290,7 @@ def test_hostile_files_get_the_same_refusal(tmp_path, name, make, expected):
 
 
 @SETTINGS
-@given(sd=chain_state_dicts(), fmt=st.sampled_from(["torch", "safetensors"]), chunk=CHUNKS,
-       cut=st.integers(0, 100))
+@given(sd=chain_state_dicts(), fmt=st.just("safetensors"), chunk=CHUNKS, cut=st.integers(0, 100))
 def test_sharded_checkpoint_equals_the_single_file(tmp_path, sd, fmt, chunk, cut):
     """A state_dict split over shards with a Hugging Face-style index audits like one file."""
     import json
@@ -309,7 +308,8 @@ def test_sharded_checkpoint_equals_the_single_file(tmp_path, sd, fmt, chunk, cut
         os.replace(sub, folder / name)
         wmap.update({key: name for key in part})
     index = folder / "model.index.json"
-    index.write_text(json.dumps({"metadata": {}, "weight_map": wmap}))
+    index.write_text(json.dumps({"metadata": {"total_size": sum(v.nbytes for v in sd.values())},
+                                 "weight_map": wmap}))
     whole = _write(tmp_path, sd, fmt)
     want = _in_memory(whole)
     if isinstance(want, dict):
@@ -320,16 +320,17 @@ def test_sharded_checkpoint_equals_the_single_file(tmp_path, sd, fmt, chunk, cut
 
 
 def test_a_shard_index_that_lies_is_refused(tmp_path):
+    """The same refusals as the in-memory sharded reader (netgraph.io._formats)."""
     import json
-
-    from netgraph.errors import BadCheckpoint
 
     sd = {"a.weight": np.ones((3, 2), np.float32), "b.weight": np.ones((1, 3), np.float32)}
     p = _write(tmp_path, sd, "safetensors")
-    for wmap, rule in (({"a.weight": p.name}, "does not list"),
-                       ({"a.weight": p.name, "b.weight": p.name, "c.weight": p.name}, "does not hold"),
-                       ({"a.weight": "../" + p.name, "b.weight": p.name}, "not a file name")):
-        index = tmp_path / "x.index.json"
-        index.write_text(json.dumps({"weight_map": wmap}))
-        with pytest.raises(BadCheckpoint, match=rule):
-            audit_path(index)
+    for i, wmap in enumerate(({"a.weight": p.name},
+                              {"a.weight": p.name, "b.weight": p.name, "c.weight": p.name},
+                              {"a.weight": "../" + p.name, "b.weight": p.name},
+                              {"a.weight": "gone.safetensors", "b.weight": p.name})):
+        index = tmp_path / f"x{i}.index.json"
+        index.write_text(json.dumps({"weight_map": wmap, "metadata": {"total_size": 1}}))
+        want = _in_memory(index)
+        assert isinstance(want, tuple)
+        assert _outcome(lambda: audit_path(index).report) == want

@@ -355,7 +355,7 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def scan_pickle(data: bytes, layout: ZipLayout, path: str) -> tuple[Any, PickleScan]:
+def scan_pickle(data: bytes, layout: ZipLayout, path: str, *, budget: bool = True) -> tuple[Any, PickleScan]:
     """Run ``data.pkl`` on a non-executing pickle machine; check every tensor header.
 
     Returns ``(value, scan)``: the plain value the pickle describes, with each tensor replaced
@@ -379,7 +379,8 @@ def scan_pickle(data: bytes, layout: ZipLayout, path: str) -> tuple[Any, PickleS
     for key, views in used.items():
         total += layout.members[f"{layout.prefix}/data/{key}"][1]
         _check_disjoint(views, path)
-    check_memory(total, path)
+    if budget:  # all storages read at once must fit; the streaming audit holds one chunk (budget=False)
+        check_memory(total, path)
     return root, PickleScan(tensors, total)
 
 
@@ -691,7 +692,7 @@ def _where(where: tuple) -> str:
 
 # -- 4. loading ---------------------------------------------------------------------------
 
-def load_torch_file(path: str, fh=None, size: int | None = None):
+def load_torch_file(path: str, fh=None, size: int | None = None, *, budget: bool = True):
     """Read a ``torch.save`` archive strictly (module contract); returns the loaded object.
 
     ``fh``/``size``: an already opened file (from :func:`open_regular`) to read instead of
@@ -707,7 +708,7 @@ def load_torch_file(path: str, fh=None, size: int | None = None):
         data = fh.read(n)
         if len(data) != n:
             raise BadCheckpoint(f"{path}: data.pkl is truncated")
-        scan_pickle(data, layout, path)
+        scan_pickle(data, layout, path, budget=budget)
         torch = _require_torch()
         # torch maps the very file that was checked (no second lookup of the name, which may
         # also hold bytes that are not UTF-8); storages stay on disk until a tensor is read.

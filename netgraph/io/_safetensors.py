@@ -75,7 +75,7 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def read_header(fh, size: int, path: str) -> SafetensorsHeader:
+def read_header(fh, size: int, path: str, *, budget: bool = True) -> SafetensorsHeader:
     """Read and check the header of the safetensors file open as ``fh`` (``size`` bytes)."""
     fh.seek(0)
     head = fh.read(8)
@@ -132,7 +132,8 @@ def read_header(fh, size: int, path: str) -> SafetensorsHeader:
         pos = end
     if pos != data_len:
         raise BadCheckpoint(f"{path}: safetensors tensors cover {pos} of the {data_len} data bytes; truncated or padded")
-    check_memory(data_len, path)
+    if budget:  # reading every tensor at once must fit; the streaming audit holds one chunk (budget=False)
+        check_memory(data_len, path)
     entries = {k: (d, s, a + data_start, b + data_start) for k, (d, s, a, b) in entries.items()}
     return SafetensorsHeader(entries, metadata, netgraph, data_start)
 

@@ -79,7 +79,7 @@ class _SafetensorsSource:
         self.path = path
         self._fh, size = open_regular(path)
         try:
-            header = _st.read_header(self._fh, size, path)
+            header = _st.read_header(self._fh, size, path, budget=False)  # one chunk is held, not the file
         except BaseException:
             self._fh.close()
             raise
@@ -153,10 +153,13 @@ class _TorchSource:
     format = "torch"
 
     def __init__(self, path: str):
-        from ._checkpoint import _load_torch, _unwrap
+        from ._checkpoint import _unwrap
+        from ._pt import load_torch_file
 
         self.path = path
-        root = _load_torch(path)  # zip checks + torch.load(weights_only=True, mmap=True)
+        # the strict reader: zip and pickle checks, then torch.load(weights_only=True, mmap=True);
+        # no memory budget for the whole file: pages are mapped and released chunk by chunk
+        root = load_torch_file(path, budget=False)
         sd, self.meta, self.state_dict_key = _unwrap(root, path)
         import torch
 
@@ -463,8 +466,13 @@ def _forward_block(src, b, e: _Entry, is_mask: bool, acc, const, acc_plain, chun
     st = _BlockStats(b)
     k = int(np.prod(b.weight_shape[2:], dtype=np.int64)) if len(b.weight_shape) > 2 else 1
     row_len = int(np.prod(b.weight_shape[1:], dtype=np.int64))
-    cols = [acc, const, const & ~acc, np.ones_like(acc)] + ([acc_plain] if acc_plain is not None else [])
-    vecs = np.stack(cols, axis=1).astype(np.float32)  # (w_src, 4 or 5)
+    targets = [st.fwd, st.fconst, st.cst] + ([st.fwd_plain] if acc_plain is not None else [])
+    vectors = [acc, const, const & ~acc] + ([acc_plain] if acc_plain is not None else [])
+    # A vector that is all ones gives the row sums, all zeros gives nothing: only the mixed
+    # ones need the product (often none: every unit accessible, every bias non-zero).
+    ones = [j for j, v in enumerate(vectors) if v.all()]
+    mixed = [j for j, v in enumerate(vectors) if v.any() and not v.all()]
+    vecs = np.stack([vectors[j] for j in mixed], axis=1).astype(np.float32) if mixed else None
     for r, a, x in _chunks(src, e, chunk_elems):
         if check is not None and not check.update(x):
             raise _ValueError(e.key)
@@ -475,14 +483,15 @@ def _forward_block(src, b, e: _Entry, is_mask: bool, acc, const, acc_plain, chun
         nc = t.shape[1]
         for lo, hi, base in _runs(b, r, r + nr):
             tt = t[lo - r:hi - r]
-            f = tt @ vecs[base + c0:base + c0 + nc].astype(dt, copy=False)  # (rows, 4 or 5)
-            st.fwd[lo:hi] += f[:, 0]
-            st.fconst[lo:hi] += f[:, 1]
-            st.cst[lo:hi] += f[:, 2]
-            st.rowsum[lo:hi] += f[:, 3]
-            if acc_plain is not None:
-                st.fwd_plain[lo:hi] += f[:, 4]
-            st.colsum[base + c0:base + c0 + nc] += tt.sum(axis=0, dtype=np.float64)
+            rs = tt @ np.ones(nc, dt)  # BLAS gemv: faster than a reduction along rows
+            st.rowsum[lo:hi] += rs
+            for j in ones:
+                targets[j][lo:hi] += rs
+            if mixed:
+                f = tt @ vecs[base + c0:base + c0 + nc].astype(dt, copy=False)  # (rows, mixed)
+                for i, j in enumerate(mixed):
+                    targets[j][lo:hi] += f[:, i]
+            st.colsum[base + c0:base + c0 + nc] += np.ones(hi - lo, dt) @ tt
     return st
 
 
@@ -545,67 +554,70 @@ class StreamResult:
 
 
 class _ShardedSource:
-    """A sharded checkpoint (``*.index.json`` with a ``weight_map``, as Hugging Face writes
-    them): each shard is checked and read like a single file, one after the other.
-
-    The index must name shards in its own folder only; every tensor of every shard must be in
-    the ``weight_map`` under that shard, every ``weight_map`` entry must be found, no key may
-    be in two shards, and shards that carry netgraph metadata must agree.
-    """
-
-    MAX_INDEX_BYTES = 64 << 20
+    """A sharded safetensors checkpoint (``*.index.json``): the checks and the order of
+    :func:`netgraph.io._formats.load_sharded` (same refusals), then each shard streamed like
+    a single file, one after the other — without the whole-model memory budget."""
 
     def __init__(self, path: str):
-        from ._limits import MAX_JSON_DEPTH
+        from ..errors import UnsafeCheckpoint
+        from ._limits import MAX_HEADER_BYTES
         from ._pt import open_regular
         from ._safetensors import json_depth_ok
 
-        self.path = path
+        self.path, self.format, self.state_dict_key = path, "safetensors", None
         fh, size = open_regular(path)
         with fh:
-            if size > self.MAX_INDEX_BYTES:
-                raise BadCheckpoint(f"{path}: a shard index of {size:,} bytes; at most {self.MAX_INDEX_BYTES:,} are read")
+            if size > MAX_HEADER_BYTES:
+                raise UnsafeCheckpoint(f"{path}: index of {size:,} bytes; at most {MAX_HEADER_BYTES:,} are read")
             raw = fh.read()
         try:
             text = raw.decode("utf-8")
-            if json_depth_ok(text, MAX_JSON_DEPTH) < 0:
-                raise BadCheckpoint(f"{path}: the shard index nests more than {MAX_JSON_DEPTH} deep")
+            if json_depth_ok(text) < 0:
+                raise BadCheckpoint(f"{path}: the shard index nests too deeply")
             index = json.loads(text)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BadCheckpoint(f"{path}: the shard index is not JSON ({str(exc)[:80]})") from None
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise BadCheckpoint(f"{path}: the shard index is not JSON") from None
         wmap = index.get("weight_map") if isinstance(index, dict) else None
-        if not isinstance(wmap, dict) or not wmap or not all(isinstance(k, str) and isinstance(v, str)
-                                                            for k, v in wmap.items()):
-            raise BadCheckpoint(f"{path}: a shard index needs a non-empty 'weight_map' of tensor name -> shard file")
+        if not isinstance(wmap, dict) or not wmap:
+            raise BadCheckpoint(f"{path}: a shard index needs a non-empty 'weight_map' of tensor -> shard file")
         folder = os.path.dirname(os.path.abspath(path))
-        shards = list(dict.fromkeys(wmap.values()))
-        for name in shards:
-            if os.path.basename(name) != name or name in (".", ".."):
-                raise BadCheckpoint(f"{path}: shard {show(name)} is not a file name in the index's folder")
-        self.shards, self.entries, self.meta, self.state_dict_key = [], {}, {}, None
+        shards: dict[str, list[str]] = {}
+        for key, shard in wmap.items():
+            if not isinstance(shard, str) or not shard or os.path.basename(shard) != shard or shard in (".", ".."):
+                raise UnsafeCheckpoint(
+                    f"{path}: tensor {show(key)} maps to shard {show(repr(shard))}; shards are plain file "
+                    "names in the index's folder"
+                )
+            shards.setdefault(shard, []).append(key)
+        for shard in shards:
+            if not os.path.exists(os.path.join(folder, shard)):
+                raise BadCheckpoint(f"{path}: shard {show(shard)} is missing")
+        self.shards, self.entries, self.meta = [], {}, {}
+        nbytes = 0
         try:
-            for name in shards:
-                src = _open(os.path.join(folder, name))
+            for shard, keys in shards.items():
+                src = _SafetensorsSource(os.path.join(folder, shard))
                 self.shards.append(src)
+                have, want = set(src.entries), set(keys)
+                if have != want:
+                    extra, missing = sorted(have - want), sorted(want - have)
+                    what = (f"holds {show(extra[0])}, which the index maps elsewhere or not at all" if extra
+                            else f"lacks {show(missing[0])}, which the index maps to it")
+                    raise BadCheckpoint(f"{path}: shard {show(shard)} {what}")
                 for key, e in src.entries.items():
-                    if wmap.get(key) != name:
-                        raise BadCheckpoint(f"{path}: shard {show(name)} holds {show(key)}, which the index "
-                                            f"{'puts in ' + show(wmap[key]) if key in wmap else 'does not list'}")
-                    if key in self.entries:  # pragma: no cover - the weight_map maps a key to one shard
-                        raise BadCheckpoint(f"{path}: {show(key)} is in two shards")
                     self.entries[key] = _Entry(key, e.shape, e.dtype, e.stored, (src, e))
-                if src.meta:
-                    if self.meta and dict(src.meta) != self.meta:
-                        raise BadCheckpoint(f"{path}: shards carry different netgraph metadata")
+                    nbytes += e.size * e.ref[1].itemsize
+                if src.meta and not self.meta:
                     self.meta = dict(src.meta)
-            missing = [k for k in wmap if k not in self.entries]
-            if missing:
-                raise BadCheckpoint(f"{path}: the index lists {show(missing[0])} in {show(wmap[missing[0]])}, "
-                                    "which does not hold it")
+            md = index.get("metadata", {})
+            if isinstance(md, dict) and "total_size" in md:
+                ts = md["total_size"]
+                if not isinstance(ts, int) or isinstance(ts, bool) or ts != nbytes:
+                    raise BadCheckpoint(f"{path}: the index says total_size {show(repr(ts))} but the shards hold "
+                                        f"{nbytes} bytes of tensors")
         except BaseException:
             self.close()
             raise
-        self.format = self.shards[0].format if self.shards else "safetensors"
 
     def read(self, e: _Entry, start: int, count: int) -> np.ndarray:
         src, inner = e.ref
