@@ -302,6 +302,9 @@ def _bench_memory(folder, before, rows, gib: float, largest_mib: int):
             continue
         with open(out) as fh:
             d = json.load(fh)
+        if d["rc"] not in (0, 1):  # a refusal is not a measurement
+            res[side] = f"refused (exit {d['rc']}: {r.stderr.strip()[-160:]})"
+            continue
         res[side] = f"{d['peak_kib'] / 2**20:.2f} GiB ({dt:.1f} s)"
     base = _child_json([py, "-c", _PEAK_KIB + "import json; import netgraph.io._stream, netgraph.cli.audit; "
                         "print(json.dumps({'peak_kib': peak_kib()}))"], _env(None))
