@@ -473,3 +473,29 @@ def test_conv3d_equals_the_probe(density):
         for m in (model.a, model.b, model.fc):
             m.weight.mul_(torch.from_numpy(rng.random(m.weight.shape) < density))
     _check_equal(model, (1, 2, 4, 4, 4))
+
+
+class _Attention(nn.Module):
+    """softmax(q kᵀ) v on (N, L, E) tokens: a product of activations per position."""
+
+    def __init__(self, dim: int = 4) -> None:
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(dim, dim, bias=False) for _ in range(3))
+        self.fc = nn.Linear(dim, 2)
+
+    def forward(self, x):
+        att = torch.softmax(self.q(x) @ self.k(x).transpose(-1, -2), dim=-1)
+        return self.fc((att @ self.v(x)).mean(1))
+
+
+@pytest.mark.parametrize("densities", [(1.0, 1.0, 0.0), (0.3, 0.3, 0.3), (0.0, 1.0, 1.0), (0.5, 0.2, 0.6)])
+def test_attention_products_equal_the_probe(densities):
+    torch.manual_seed(1)
+    model = _Attention().double().eval()
+    rng = np.random.default_rng(7)
+    with torch.no_grad():
+        for m, d in zip((model.q, model.k, model.v), densities):
+            m.weight.mul_(torch.from_numpy(rng.random(m.weight.shape) < d))
+    states, _ = _check_equal(model, (1, 3, 4))
+    if densities[2] == 0.0:  # no value path: the scores multiply zeros, q and k are dead
+        assert not states["q.weight"].effective.any() and not states["k.weight"].effective.any()
