@@ -233,8 +233,9 @@ def _group_labels(ax, graph: LayeredGraph, pos) -> None:
                     xytext=(0, 10), textcoords="offset points", ha="center", va="bottom", fontsize=8)
     ax.autoscale_view()
     ax.margins(0.08, 0.12)
-    lo, hi = ax.get_ylim()  # headroom inside the axes for the group labels (never under the title)
-    ax.set_ylim(lo, hi + 0.1 * (hi - lo) + 0.15)
+    lo, hi = ax.get_ylim()  # headroom inside the axes for the group labels (about 32 pt; never under the title)
+    frac = 32.0 / max(ax.figure.get_figheight() * 72.0 * 0.6, 72.0)
+    ax.set_ylim(lo, hi + (hi - lo) * frac / max(1.0 - frac, 0.2))
     ax.set_axis_off()
 
 
