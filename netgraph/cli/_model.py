@@ -31,20 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..errors import BadCheckpoint, NetgraphError, VerificationFailed
+from ._keys import KNOWN_PREFIXES, match_prefix, short_list
 from ._options import parse_input_shape
 
 __all__ = ["UserModel", "build_model", "load_model", "prepare_model", "audit_with_model", "repair_with_model",
            "KNOWN_PREFIXES", "TOLERANCE"]
 
 TOLERANCE = 1e-9
-KNOWN_PREFIXES = ("module.", "_orig_mod.", "model.")
-
-
-def _short(items, n: int = 3) -> str:
-    """``'a', 'b', 'c' (+5 more)`` with each name cut to 60 characters: one readable line."""
-    items = list(items)
-    shown = ", ".join(repr(s if len(s) <= 60 else s[:57] + "...") for s in items[:n])
-    return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
 
 # -- the factory ---------------------------------------------------------------------------
@@ -175,63 +168,6 @@ class UserModel:
     traced: Any = None
 
 
-def _bases(keys) -> set[str]:
-    """Key names with torch's prune suffixes folded: ``fc.weight_orig`` → ``fc.weight``."""
-    out = set()
-    for k in keys:
-        for suffix in ("_orig", "_mask"):
-            if k.endswith(suffix) and (k[: -len(suffix)] + ("_mask" if suffix == "_orig" else "_orig")) in keys:
-                k = k[: -len(suffix)]
-                break
-        out.add(k)
-    return out
-
-
-def _prefix_candidates(keys, given: str | None) -> list[str]:
-    if given is not None:
-        return [given]
-    cands, frontier = [""], [""]
-    while frontier:
-        nxt = []
-        for p in frontier:
-            for tok in KNOWN_PREFIXES:
-                q = p + tok
-                if keys and all(k.startswith(q) for k in keys):
-                    cands.append(q)
-                    nxt.append(q)
-        frontier = nxt[:8]
-    return cands
-
-
-def _match_prefix(path: str, spec: str, keys: list[str], model_keys: set[str], given: str | None) -> str:
-    """The prefix whose removal makes the checkpoint's keys the model's (one line if none)."""
-    best = None
-    fits = []
-    for p in _prefix_candidates(keys, given):
-        stripped = _bases({k[len(p):] if k.startswith(p) else k for k in keys})
-        extra, missing = sorted(stripped - model_keys), sorted(model_keys - stripped)
-        if not extra and not missing:
-            fits.append(p)
-        score = len(extra) + len(missing)
-        if best is None or score < best[0]:
-            best = (score, p, extra, missing)
-    if len(fits) == 1 or (fits and fits[0] == ""):
-        return fits[0]
-    if len(fits) > 1:
-        raise BadCheckpoint(f"{path}: the keys fit the model from {spec} after removing any of the prefixes "
-                            f"{_short(fits)}; choose one with --key-prefix")
-    _, p, extra, missing = best
-    parts = []
-    if extra:
-        parts.append(f"{len(extra)} key(s) match nothing in the model (first {_short(extra)})")
-    if missing:
-        parts.append(f"{len(missing)} model entr{'y has' if len(missing) == 1 else 'ies have'} no key "
-                     f"(first {_short(missing)})")
-    how = f" after removing the prefix {p!r}" if p else ""
-    raise BadCheckpoint(f"{path}: does not fit the model from {spec}{how}: {'; '.join(parts)}; "
-                        "if the keys carry another prefix, give --key-prefix")
-
-
 def load_model(spec: str, path: str, *, model_kwargs: str | Mapping | None = None,
                key_prefix: str | None = None) -> UserModel:
     """Build the model from ``spec`` and load the checkpoint at ``path`` into it.
@@ -255,7 +191,7 @@ def load_model(spec: str, path: str, *, model_kwargs: str | Mapping | None = Non
     ckpt, notes = read_checkpoint(path)
     model_keys = set(model.state_dict().keys())
     keys = list(ckpt.tensors)
-    prefix = _match_prefix(path, spec, keys, model_keys, key_prefix)
+    prefix = match_prefix(path, spec, keys, model_keys, key_prefix)
     mapped = []
     if ckpt.state_dict_key is not None:
         mapped.append(f"read the state_dict from its {ckpt.state_dict_key!r} entry")
@@ -292,9 +228,9 @@ def load_model(spec: str, path: str, *, model_kwargs: str | Mapping | None = Non
     if result.missing_keys or result.unexpected_keys:
         parts = []
         if result.unexpected_keys:
-            parts.append(f"unexpected {_short(result.unexpected_keys)}")
+            parts.append(f"unexpected {short_list(result.unexpected_keys)}")
         if result.missing_keys:
-            parts.append(f"missing {_short(result.missing_keys)}")
+            parts.append(f"missing {short_list(result.missing_keys)}")
         raise BadCheckpoint(f"{path}: does not fit the model from {spec}: {'; '.join(parts)}")
     with torch.no_grad():  # recompute prune's weight attributes from the loaded tensors
         for mod in model.modules():
@@ -455,7 +391,7 @@ def repair_with_model(args):
             w = getattr(model.get_submodule(qual), param)
             if raw_scores is not None and name not in raw_scores and name not in user.prune_keys:
                 raise NetgraphError(f"--scores {args.scores}: no tensor for weight {user.prefix + name!r} "
-                                    f"(its keys: {_short(sorted(raw_scores))}); give one score tensor per weight")
+                                    f"(its keys: {short_list(sorted(raw_scores))}); give one score tensor per weight")
             if name not in user.prune_keys and (raw_scores is None or name not in raw_scores):
                 raise NetgraphError(
                     f"{args.path}: weight {user.prefix + name!r} stores zeros where it was pruned, so nothing ranks "
@@ -467,7 +403,7 @@ def repair_with_model(args):
         repaired = reconnect_model(model, traced, scores=scores)
         dropped = _drop_created_biases(model, repaired)
         if dropped:
-            notes.append(f"constant weights of {_short(dropped)} were removed without folding them into a bias: "
+            notes.append(f"constant weights of {short_list(dropped)} were removed without folding them into a bias: "
                          "the layers have none and the output gets no parameter the model lacks")
         _set_new_values(model, repaired, traced, chosen)
         state = repaired.state_dict()
@@ -491,7 +427,7 @@ def repair_with_model(args):
     if set(tensors) != in_keys:
         new, gone = sorted(set(tensors) - in_keys), sorted(in_keys - set(tensors))
         raise NetgraphError(f"{output}: the {mode}ed state_dict would not load into the input's model "
-                            f"(new keys {_short(new)}; missing {_short(gone)}); nothing was written")
+                            f"(new keys {short_list(new)}; missing {short_list(gone)}); nothing was written")
     after_traced = trace_model(repaired, shape)
     after = after_traced.audit(source=output)
     # a stored topology has no spatial sizes: the file audits at channel level, so that is
