@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="seeds per cell (default: 3)")
     ap.add_argument("--report", default=os.path.join(os.path.dirname(__file__), "RESULTS_ablation.md"))
     args = ap.parse_args(argv)
-    from trainer._ablate import ablation_markdown
+    from trainer import ablation_markdown
 
     walls = {}
     for name, grid in GRIDS.items():
