@@ -356,3 +356,24 @@ def test_metadata_mode_and_ordereddict_survive_the_checkpoint_repair(tmp_path, c
         assert {k: v for k, v in f.metadata().items() if k != "netgraph"} == {"owner": "me", "format": "pt"}
     out = load_file(tmp_path / "o.safetensors")
     assert np.count_nonzero(out["0.weight"][0].numpy()) == 0  # the dead row was pruned
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(names=st.lists(st.from_regex(r"[a-z]{1,4}(\.[0-9]){0,2}\.(weight|bias)", fullmatch=True), min_size=1,
+                      max_size=6, unique=True),
+       stack=st.lists(st.sampled_from(["module.", "_orig_mod.", "model."]), max_size=2),
+       pruned=st.booleans())
+def test_match_prefix_recovers_any_stack_of_known_prefixes(names, stack, pruned):
+    """Oracle: the prefix that was put on is the one found (the model's own names, 1–4
+    letters, never start with a known prefix, so exactly one reading fits)."""
+    from netgraph.cli._keys import match_prefix
+
+    prefix = "".join(stack)
+    keys = []
+    for n in names:
+        keys += [prefix + n + "_orig", prefix + n + "_mask"] if pruned and n.endswith("weight") else [prefix + n]
+    assert match_prefix("f.pt", "m:f", keys, set(names), None) == prefix
