@@ -572,7 +572,8 @@ def plot_receptive_sets(graph: LayeredGraph, group: str | None = None, *, input_
                 continue
             ax.imshow(sa[:, idx].reshape(input_shape).astype(float), cmap=cmap, vmin=0, vmax=1,
                       interpolation="nearest", gid=f"receptive:{idx}")
-            ax.set_title(f"unit {idx}: {int(sa[:, idx].sum())} inputs", fontsize=8,
+            n_reach = int(sa[:, idx].sum())
+            ax.set_title(f"unit {idx}: {n_reach} input{'' if n_reach == 1 else 's'}", fontsize=8,
                          color=KEPT if reached[idx] else DEAD)
     else:
         fig = new_figure(float(np.clip(n_in / 30.0, 6.0, 11.0)), float(np.clip(width / 8.0, 2.2, 8.0)) + 1.6)

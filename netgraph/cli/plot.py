@@ -165,8 +165,12 @@ def _connectivity(viz, args, graph, reach, source):
     if args.compare:
         if args.style == "bars":
             raise viz.BadPlotInput("--compare draws two layered drawings; it cannot be used with --style bars")
+        import os
+
         other, _, other_source = _graph_and_masks(args, args.compare)
-        return viz.plot_network_pair(graph, other, labels=(source, other_source), reach_a=reach,
+        names = (os.path.basename(source), os.path.basename(other_source))  # short labels keep the titles in the figure
+        labels = names if names[0] != names[1] else (source, other_source)
+        return viz.plot_network_pair(graph, other, labels=labels, reach_a=reach,
                                      reach_b=reachability(other), max_units=args.max_units)
     if args.style == "layered" or (args.style == "auto" and viz.is_small(graph, max_units=args.max_units)):
         # layered refuses a network above --max-units units (a hairball) with a one-line error
