@@ -299,8 +299,8 @@ def ablation_panels(ax_eff, ax_acc, rows: list[AblationRow], order: Sequence[str
                     if sd:
                         ax.axhspan(m - sd, m + sd, color=DENSE, alpha=0.12, linewidth=0, zorder=0)
                     if key == "accuracy":
-                        handles["__dense"] = Line2D([], [], color=DENSE, linestyle="--",
-                                                    label=f"{name.get(method, method)} (unpruned): {m:.1f} ± {sd:.1f} %")
+                        text = f"{name.get(method, method)} (unpruned): {m:.1f} ± {sd:.1f} %"
+                        handles["__dense"] = Line2D([], [], color=DENSE, linestyle="--", label=text)
             curve = sorted((s for s in pts if s["rate"] > 0), key=lambda s: s["rate"])
             if not curve:
                 continue

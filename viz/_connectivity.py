@@ -321,7 +321,8 @@ def plot_network(graph: LayeredGraph, reach: Reachability | None = None, *, titl
 
 def plot_network_pair(a: LayeredGraph, b: LayeredGraph, *, labels: tuple[str, str] = ("A", "B"),
                       reach_a: Reachability | None = None, reach_b: Reachability | None = None,
-                      notes: tuple[str, str] = ("", ""), title: str | None = None, max_units: int = MAX_UNITS, max_edges: int = MAX_EDGES):
+                      notes: tuple[str, str] = ("", ""), title: str | None = None, max_units: int = MAX_UNITS,
+                      max_edges: int = MAX_EDGES):
     """Two models of one architecture side by side, drawn so that what differs stands out.
 
     Both panels share one layout.  In each, effective pairs that the other model also has
@@ -355,7 +356,8 @@ def plot_network_pair(a: LayeredGraph, b: LayeredGraph, *, labels: tuple[str, st
     for k, (ax, g, r, label) in enumerate(zip(axes, (a, b), (ra, rb), labels)):
         n = _draw_network(ax, g, r, pos, other=eff[1 - k], other_states=states[1 - k])
         _group_labels(ax, g, pos)
-        ax.set_title(f"{label}{' ' + notes[k] if notes[k] else ''}\n{_network_caption(n)}\n{n['effective_only']} effective pairs not effective "
+        head = f"{label} {notes[k]}" if notes[k] else label
+        ax.set_title(f"{head}\n{_network_caption(n)}\n{n['effective_only']} effective pairs not effective "
                      f"in {labels[1 - k]}; {n['changed_units']} units in another state", fontsize=8.5)
         counts.append(n)
     if title:

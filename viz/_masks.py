@@ -523,7 +523,8 @@ def _resolve(value: Any, where: str) -> MaskView:
     return MaskView(_binary(value, where))
 
 
-def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, methods: Sequence[str] | None = None, rates: Sequence[float] | None = None,
+def plot_mask_grid(cells: Mapping[tuple[str, float | None], Any], *, methods: Sequence[str] | None = None,
+                   rates: Sequence[float] | None = None,
                    crop: Sequence[int] | None = None, show_constant: bool = False, title: str | None = None):
     """The Fig. 2 grid: rows = methods, columns = pruning rates, one mask image per cell.
 
