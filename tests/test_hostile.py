@@ -570,3 +570,35 @@ def test_load_state_file_refuses_foreign_and_broken_states(tmp_path):
     with pytest.raises(BadCheckpoint, match="refused"):
         load_state_file(tmp_path / "evil.pt", required=("config",))
     assert not os.path.exists(MARKER)
+
+
+@pytest.mark.parametrize("state", ["malicious", "foreign", "truncated", "sparse", "empty"])
+def test_train_resume_refuses_a_hostile_state_file_in_one_line(tmp_path, state):
+    """``train --resume`` reads ``<out>.state.pt`` with the strict reader (issue item 5)."""
+    from netgraph.errors import NetgraphError
+    from trainer import TrainConfig, load_digits, train
+
+    out = tmp_path / "m.pt"
+    state_path = tmp_path / "m.pt.state.pt"
+    if state == "malicious":
+        _save({"config": {}, "evil": _RunsCode()}, state_path)
+    elif state == "foreign":
+        _save(_ok_sd(), state_path)
+    elif state == "truncated":
+        buf = io.BytesIO()
+        _save({"config": {}, "epoch": 1, "model": _ok_sd()}, buf)
+        _bytes(state_path, buf.getvalue()[: len(buf.getvalue()) // 2])
+    elif state == "sparse":
+        _sparse([[0, 4], [0, 0]], (4, 3))(tmp_path)
+        os.replace(tmp_path / "m.pt", state_path)
+    else:
+        _bytes(state_path, b"")
+    if os.path.exists(MARKER):
+        os.unlink(MARKER)
+    cfg = TrainConfig(model="mlp", dataset="digits", mlp_hidden=(8,), epochs=2, batch_size=256, progress=False,
+                      device="cpu", out=str(out), resume=True)
+    with pytest.raises(NetgraphError) as info:
+        train(cfg, data=load_digits(seed=0))
+    msg = str(info.value)
+    assert "\n" not in msg and str(state_path) in msg, msg
+    assert not os.path.exists(MARKER) and not out.exists()
