@@ -162,10 +162,13 @@ def unit_states(graph: LayeredGraph, reach: Reachability | None = None) -> dict[
       weight is kept and does nothing for the output.
     * **unused** (0): no kept weight reads or writes it — pruned away, not a defect.
 
-    "Reads or writes" is seen through structural blocks (identity, flatten expansion,
-    concatenation, all-to-all), which carry no weights: a conv channel whose flattened
-    features a linear layer reads has kept weights out; a BatchNorm channel after a conv
-    has the conv's weights in.
+    A unit that is not effective and that a kept weight reads or writes directly is dead.
+    Deadness then spreads through structural blocks (identity, flatten expansion,
+    concatenation, all-to-all), which carry no weights, to units that are not effective
+    either: a BatchNorm channel after a dead conv channel is dead, and so are the flattened
+    copies of a dead channel.  The flattened positions of an *effective* channel that no
+    kept weight reads are unused: the conv weights that compute them do something for the
+    output through the other positions.
 
     Parameters
     ----------
@@ -192,16 +195,17 @@ def unit_states(graph: LayeredGraph, reach: Reachability | None = None) -> dict[
         if b.weighted:  # pairs are kept pairs only
             into[b.dst][b.cols] = True
             out_of[b.src][b.rows] = True
+    live = {g: r.accessible[g] & r.coaccessible[g] for g in graph.order}
+    direct = {g: (into[g] | out_of[g]) & ~live[g] for g in graph.order}
+    down = {g: d.copy() for g, d in direct.items()}
+    up = {g: d.copy() for g, d in direct.items()}
     structural = [b for b in graph.blocks if not b.weighted]
     for b in structural:  # topological order: every block into b.src came earlier
-        into[b.dst] |= b.forward(into[b.src])
+        down[b.dst] |= b.forward(down[b.src]) & ~live[b.dst]
     for b in structural[::-1]:
-        out_of[b.src] |= b.backward(out_of[b.dst])
-    states = {}
-    for g in graph.order:
-        live = r.accessible[g] & r.coaccessible[g]
-        states[g] = np.where(live, EFFECTIVE, np.where(into[g] | out_of[g], DEAD, UNUSED)).astype(np.int8)
-    return states
+        up[b.src] |= b.backward(up[b.dst]) & ~live[b.src]
+    return {g: np.where(live[g], EFFECTIVE, np.where(down[g] | up[g], DEAD, UNUSED)).astype(np.int8)
+            for g in graph.order}
 
 
 @dataclass(frozen=True, eq=False)

@@ -27,23 +27,24 @@ from tests.strategies import layered_nets
 
 
 def unit_state_oracle(net) -> dict[str, np.ndarray]:
-    """effective = accessible and coaccessible; dead = otherwise but joined to a kept weight
-    by structural connections only (in either direction); unused = the rest."""
+    """effective = accessible and coaccessible; dead = not effective and read or written by a
+    kept weight, or joined to such a unit by structural connections through units that are
+    not effective either (downstream or upstream); unused = the rest."""
     acc, coacc, _ = reachability_oracle(net)
+    live = acc & coacc
     structural = nx.DiGraph()
     structural.add_nodes_from((g, u) for g, w in net.widths.items() for u in range(w))
-    weight_src, weight_dst = set(), set()
+    endpoints = set()
     for a, b, w in unit_edges(net):
         if w is None:
             structural.add_edge(a, b)
         else:
-            weight_src.add(a)
-            weight_dst.add(b)
-    touched = set(weight_src) | set(weight_dst)
-    for n in weight_dst:  # a unit fed (through structural ops) by a kept weight's output
-        touched |= nx.descendants(structural, n)
-    for n in weight_src:  # a unit that feeds (through structural ops) a kept weight's input
-        touched |= nx.ancestors(structural, n)
+            endpoints |= {a, b}
+    direct = endpoints - live
+    inert = structural.subgraph(n for n in structural if n not in live)
+    touched = set(direct)
+    for n in direct:
+        touched |= nx.descendants(inert, n) | nx.ancestors(inert, n)
     out = {}
     for g, w in net.widths.items():
         out[g] = np.array([2 if ((g, u) in acc and (g, u) in coacc) else 1 if (g, u) in touched else 0
@@ -123,8 +124,10 @@ def test_states_look_through_a_flatten():
     g = b.build()
     states = unit_states(g)
     assert states["conv"].tolist() == [UNIT_EFFECTIVE, UNIT_DEAD]
-    # feature 1 carries channel 0's (kept) input but nothing reads it: dead; feature 3 neither
-    assert states["flat"].tolist() == [UNIT_EFFECTIVE, UNIT_DEAD, UNIT_DEAD, UNIT_UNUSED]
+    # feature 1 is a copy of the effective channel 0 that nothing reads: unused (the conv weight
+    # that computes it works through feature 0); feature 2 is read by a kept weight and carries
+    # nothing: dead; feature 3 (channel 1, which no kept weight writes) nothing touches: unused
+    assert states["flat"].tolist() == [UNIT_EFFECTIVE, UNIT_UNUSED, UNIT_DEAD, UNIT_UNUSED]
 
 
 def test_compaction_keeps_exactly_the_effective_units_of_an_mlp():
@@ -160,3 +163,40 @@ def test_reach_weight_states_match_the_pair_level_audit():
         assert int(ws.kept.sum()) == layer.kept and int(ws.effective.sum()) == layer.effective
         assert int(ws.dead.sum()) == layer.dead and int(ws.constant.sum()) == layer.constant
         assert not (ws.constant & ~ws.dead).any() and not (ws.effective & ~ws.kept).any()
+
+
+def test_unread_flatten_positions_of_an_effective_channel_are_unused():
+    # x(2) --conv(1x1)--> c(2) --flatten x3--> f(6) --fc--> y(1); fc reads one position of c0
+    b = GraphBuilder()
+    b.input("x", 2)
+    b.group("c", 2)
+    b.weight("conv.weight", "x", "c", np.array([[1, 0], [0, 0]]))
+    b.group("f", 6)
+    b.expand("c", "f", 3)
+    b.group("y", 1)
+    b.weight("fc.weight", "f", "y", np.array([[1, 0, 0, 0, 0, 0]]))
+    graph = b.build()
+    states = unit_states(graph)
+    assert states["c"].tolist() == [UNIT_EFFECTIVE, UNIT_UNUSED]
+    assert states["f"].tolist() == [UNIT_EFFECTIVE] + [UNIT_UNUSED] * 5
+    rep = audit(graph)
+    assert rep.summary.dead == 0 and rep.summary.dead_units == 0
+
+
+def test_flattened_copies_of_a_dead_channel_are_dead():
+    # conv writes c1 from h1, which no input reaches: c1 is written by a kept weight and is not
+    # accessible -> dead, and so are its flattened copies (one of which fc reads)
+    b = GraphBuilder()
+    b.input("x", 1)
+    b.group("h", 2)
+    b.weight("w0.weight", "x", "h", np.array([[1], [0]]))
+    b.group("c", 2)
+    b.weight("conv.weight", "h", "c", np.array([[1, 0], [0, 1]]))
+    b.group("f", 4)
+    b.expand("c", "f", 2)
+    b.group("y", 1)
+    b.weight("fc.weight", "f", "y", np.array([[1, 0, 1, 0]]))
+    graph = b.build()
+    states = unit_states(graph)
+    assert states["c"].tolist() == [UNIT_EFFECTIVE, UNIT_DEAD]
+    assert states["f"].tolist() == [UNIT_EFFECTIVE, UNIT_UNUSED, UNIT_DEAD, UNIT_DEAD]
