@@ -151,3 +151,27 @@ def test_every_option_says_its_default(command):
     if command == "repair":
         mode = next(a for a in sub._actions if "--mode" in a.option_strings)
         assert mode.default == inspect.signature(repair_checkpoint).parameters["mode"].default
+
+
+@pytest.mark.parametrize("with_model", [False, True])
+def test_dash_o_safetensors_writes_safetensors(tmp_path, capsys, with_model):
+    """Issue 9: ``-o X.safetensors`` from a torch file writes safetensors (it used to exit 2
+    and leave a torch zip behind), with the same keys and the kept weights' values."""
+    from safetensors.torch import load_file
+
+    w1 = torch.zeros(4, 3)
+    w1[0, 0] = w1[3, 1] = 1.0  # unit 3 feeds nothing: one dead weight
+    w2 = torch.zeros(2, 4)
+    w2[0, 0] = 1.0
+    src = tmp_path / "in.pt"
+    orig = torch.randn(4, 3)
+    torch.save({"0.weight_orig": orig, "0.weight_mask": (w1 != 0).float(), "2.weight": w2}, src)
+    out = tmp_path / "x.safetensors"
+    model = ["--model", "netgraph.testing.models:mlp", "--model-kwargs", '{"widths": [3, 4, 2], "bias": false}',
+             "--input-shape", "1,3"] if with_model else []
+    assert main(["repair", str(src), "-o", str(out), *model]) == 0, capsys.readouterr().err
+    assert out.read_bytes()[8:9] == b"{"  # a safetensors header, not a zip
+    got = load_file(out)
+    assert set(got) == {"0.weight_orig", "0.weight_mask", "2.weight"}
+    assert torch.equal(got["0.weight_orig"], orig)  # prune format: only the mask changes
+    assert got["0.weight_mask"].sum() == 1
