@@ -353,7 +353,8 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp):
     other.write_text("keep")
     atomic_write(tmp / "a.txt", lambda p: _write_text(p, "a"))
     assert not stale.exists() and live.exists() and other.exists()
-    live.unlink()
+    os.utime(live, (time.time() - 2 * 86400,) * 2)  # a live pid, but two days old: a reused pid
+    assert remove_stale_temporaries(tmp) == [str(live)]
     assert remove_stale_temporaries(tmp) == []
 
 

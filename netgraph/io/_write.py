@@ -61,6 +61,7 @@ TMP_SUFFIX = ".tmp"
 SIDECAR_SUFFIX = ".netgraph.json"
 MAX_SIDECAR_BYTES = 64 * 2**20  # a stored topology of a large model is a few MB
 _LEGACY_AGE_S = 3600.0  # ``.netgraph-XXXXXXXX.tmp`` (no pid) older than this is stale
+_PID_REUSE_AGE_S = 86400.0  # a temporary of a live pid older than this belongs to a reused pid
 
 
 def _kind(mode: int) -> str:
@@ -224,7 +225,12 @@ def _stale(name: str, full: str) -> bool:
         return False
     parts = core.rsplit(".", 2)
     if len(parts) == 3 and parts[1].isdigit() and len(parts[2]) == 8:
-        return not _pid_alive(int(parts[1]))
+        if not _pid_alive(int(parts[1])):
+            return True
+        try:  # the pid may have been reused by an unrelated process: a day is long enough
+            return time.time() - os.lstat(full).st_mtime > _PID_REUSE_AGE_S
+        except OSError:
+            return False
     # the earlier pattern (tempfile.mkstemp: ".netgraph-XXXXXXXX.tmp") carries no pid
     try:
         return time.time() - os.lstat(full).st_mtime > _LEGACY_AGE_S
@@ -236,8 +242,9 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
     """Remove the temporaries netgraph left in ``folder`` when its process was killed.
 
     Only names of netgraph's own pattern (``.netgraph-<name>.<pid>.<8 hex>.tmp`` or
-    ``.tmpdir``) whose process no longer exists are removed (and the pid-less
-    ``.netgraph-XXXXXXXX.tmp`` of earlier versions once older than an hour).
+    ``.tmpdir``) whose process no longer exists (or that are older than a day: the pid was
+    reused) are removed, and the pid-less ``.netgraph-XXXXXXXX.tmp`` of earlier versions once
+    older than an hour.
 
     Returns
     -------
