@@ -210,3 +210,13 @@ def test_plot_with_model_code_draws_the_traced_graph(tmp_path, ckpt, capsys):
     assert main(["plot", "masks", str(ckpt), "--model", f"{code}:make", "--layer", "fc2.weight",
                  "-o", str(traced_out)]) == 0
     assert sorted(masks) == ["fc1.weight", "fc2.weight", "fc3.weight"]
+
+
+def test_deeply_nested_ablation_json_is_one_line(tmp_path, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    out = tmp_path / "a.png"
+    assert main(["plot", "ablation", str(deep), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nested too deeply" in err[0]
+    assert not out.exists()

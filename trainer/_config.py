@@ -96,7 +96,7 @@ class TrainConfig:
             return {}
         try:
             kw = json.loads(self.model_kwargs)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise NetgraphError(f"--model-kwargs is not JSON: {exc}") from None
         if not isinstance(kw, dict):
             raise NetgraphError(f"--model-kwargs must be a JSON object, got {type(kw).__name__}")

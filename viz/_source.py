@@ -82,6 +82,8 @@ def read_ablation(path: str | os.PathLike) -> Any:
         raise BadPlotInput(f"{p}: cannot be read ({exc})") from None
     except json.JSONDecodeError as exc:
         raise BadPlotInput(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:  # json's parser recurses once per nesting level
+        raise BadPlotInput(f"{p}: JSON nested too deeply to be an ablation file") from None
 
 
 def load_ablation(path: str | os.PathLike) -> list[AblationRow]:
