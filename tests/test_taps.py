@@ -382,6 +382,54 @@ def test_sparse_and_dense_boolean_convs_agree(nd, cin, cout_per, k, stride, dil,
     assert torch.equal(ref & mask, sparse.written_any(co, inside) & mask)
 
 
+def _mixed_channels(shape, kinds, gen):
+    """A boolean map whose channels are, by ``kinds`` (cycled): 0 empty, 1 full, 2 / 3 one of
+    two partial patterns shared between channels, 4 a partial pattern of its own."""
+    n, c = shape[:2]
+    shared = [torch.rand((n,) + shape[2:], generator=gen) < 0.4 for _ in range(2)]
+    out = torch.empty(shape, dtype=torch.bool)
+    for j in range(c):
+        kind = kinds[j % len(kinds)]
+        if kind < 2:
+            out[:, j] = bool(kind)
+        else:
+            out[:, j] = shared[kind - 2] if kind < 4 else torch.rand((n,) + shape[2:], generator=gen) < 0.5
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 3), st.integers(1, 3), st.integers(1, 2),
+       st.integers(1, 2), st.booleans(), st.integers(2, 6), st.integers(1, 2),
+       st.lists(st.integers(0, 4), min_size=1, max_size=6), st.lists(st.integers(0, 4), min_size=1, max_size=6),
+       st.sampled_from([0.0, 0.3, 1.0]), st.integers(0, 2**16))
+def test_channel_patterns_route_equals_the_plain_dense_route(nd, cin, cout_per, k, stride, dil, depthwise, size,
+                                                             n, kinds_in, kinds_out, density, seed):
+    """The fast route (one convolution per distinct channel pattern, full / empty channels
+    merged) gives the same booleans as torch's dense conv over every channel."""
+    from netgraph.torch._tapconv import BoolConv
+
+    groups = cin if depthwise else 1
+    cout = cout_per * groups
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand((cout, cin // groups) + (k,) * nd, generator=gen) < density
+    out_size = (size - dil * (k - 1) - 1) // stride + 1
+    if out_size < 1:
+        return
+    in_shape, out_shape = (n, cin) + (size,) * nd, (n, cout) + (out_size,) * nd
+    x = _mixed_channels(in_shape, kinds_in, gen)
+    co = _mixed_channels(out_shape, kinds_out, gen)
+    inside = torch.rand((1, 1) + (size,) * nd, generator=gen) < 0.8
+    ref = BoolConv(mask, stride, dil, groups, in_shape, out_shape, route="dense")
+    for route in ("patterns", "auto"):
+        fast = BoolConv(mask, stride, dil, groups, in_shape, out_shape, route=route)
+        assert torch.equal(ref.forward(x), fast.forward(x))
+        assert torch.equal(ref.backward(co), fast.backward(co))
+        assert torch.equal(ref.correlate(x, co), fast.correlate(x, co))
+        assert torch.equal(ref.correlate(x, co, kept_only=False), fast.correlate(x, co, kept_only=False))
+        assert torch.equal(ref.read_any(x) & mask, fast.read_any(x) & mask)
+        assert torch.equal(ref.written_any(co, inside) & mask, fast.written_any(co, inside) & mask)
+
+
 def _small_torchvision_like():
     from netgraph.testing import models as zoo
 
