@@ -272,6 +272,40 @@ class _KeptMatVec(torch.autograd.Function):
         return grad_psi, None, grad_x, None, None
 
 
+class _RankOneMask(torch.autograd.Function):
+    """``ψ ⊙ (φ_l φ_rᵀ)`` broadcast over taps; the backward reduces ``g ⊙ ψ`` to the two unit
+    vectors with two matrix–vector products instead of going through a full-shape ``Φ``."""
+
+    @staticmethod
+    def forward(ctx, psi, left, right, groups: int):
+        out_ch, in_pg = psi.shape[0], psi.shape[1]
+        f = left[:, None] * _src_of(right, out_ch, in_pg, groups)
+        if psi.dim() > 2:
+            f = f.reshape(f.shape + (1,) * (psi.dim() - 2))
+        ctx.save_for_backward(psi, f, left, right)
+        ctx.groups = groups
+        return psi * f
+
+    @staticmethod
+    def backward(ctx, g):
+        psi, f, left, right = ctx.saved_tensors
+        groups = ctx.groups
+        grad_psi = g * f if ctx.needs_input_grad[0] else None
+        grad_l = grad_r = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            gp = g * psi
+            if gp.dim() > 2:
+                gp = gp.reshape(gp.shape[0], gp.shape[1], -1).sum(dim=2)
+            out_ch, in_pg = gp.shape
+            if groups == 1:
+                grad_l = gp @ right if ctx.needs_input_grad[1] else None
+                grad_r = gp.t() @ left if ctx.needs_input_grad[2] else None
+            else:
+                grad_l = (gp * _src_of(right, out_ch, in_pg, groups)).sum(dim=1) if ctx.needs_input_grad[1] else None
+                grad_r = _src_sum(gp * left[:, None], groups) if ctx.needs_input_grad[2] else None
+        return grad_psi, grad_l, grad_r, None
+
+
 def phi_st(plan: Plan, psi: Mapping[str, torch.Tensor], crisp: Mapping[str, torch.Tensor]
            ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """φ_r, φ_l for crisp masks with ψ's straight-through gradient, in rank-1 form.
@@ -331,9 +365,7 @@ def tc_step(plan: Plan, psi: Mapping[str, torch.Tensor], crisp: Mapping[str, tor
         if s.kind != "weighted":
             continue
         p = psi[s.name]
-        out_ch, in_pg = p.shape[0], p.shape[1]
-        f = phi_l[s.dst][:, None] * _src_of(phi_r[s.src], out_ch, in_pg, s.conv_groups)
-        m = p * (f.reshape(f.shape + (1,) * (p.dim() - 2)) if p.dim() > 2 else f)
+        m = _RankOneMask.apply(p, phi_l[s.dst], phi_r[s.src], s.conv_groups)
         masks[s.name] = m
         e, t = m.sum(), p.sum()
         eff = e if eff is None else eff + e
