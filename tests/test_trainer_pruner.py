@@ -349,3 +349,29 @@ def test_resume_of_a_traced_model_equals_the_uninterrupted_run(tmp_path):
     a, b = load_checkpoint(str(tmp_path / "full.pt")).tensors, load_checkpoint(str(tmp_path / "part.pt")).tensors
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("module", ["trainer._pruner", "trainer._masks", "trainer._models"])
+def test_trainer_doctests(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_cli_options_come_from_the_config():
+    """Every TrainConfig field marked for the CLI is an option of `netgraph train`, with its default."""
+    from netgraph.cli import build_parser
+    from trainer import TrainConfig
+    from trainer._config import config_fields
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    dests = {a.dest: a for a in sub._actions}
+    for f, help_, _ in config_fields():
+        assert f.name in dests, f.name
+        default = dests[f.name].default
+        want = f.default if not isinstance(f.default, tuple) else ",".join(map(str, f.default))
+        assert default == want, f.name
+        assert help_ in dests[f.name].help
+    assert dests["lr"].default == TrainConfig.lr
