@@ -55,7 +55,7 @@ from .._reach import Reachability, WeightStates
 from ._builder import Val, value_of
 from ._ops import op_kind
 from ._shapes import TensorInfo, describe, has_tensor
-from ._tapconv import BoolConv, as_float
+from ._tapconv import BoolConv, _any, as_float
 
 __all__ = ["TapAnalysis", "tap_analysis"]
 
@@ -136,8 +136,11 @@ class TapAnalysis:
 
 def _units(t: torch.Tensor, axis: int | None, width: int) -> np.ndarray:
     if axis is None:
-        return np.full(width, bool(t.any()))
-    return t.movedim(axis, 0).reshape(t.shape[axis], -1).any(1).numpy()
+        return np.full(width, _any(t))
+    rows = t.movedim(axis, 0).reshape(t.shape[axis], -1)
+    if rows.shape[1] == 0:
+        return np.zeros(rows.shape[0], dtype=bool)
+    return rows.view(torch.uint8).amax(1).numpy().astype(bool)  # torch's ``any`` on bool is slow
 
 
 def tap_analysis(gm: fx.GraphModule, values: Mapping[fx.Node, Any],
@@ -185,11 +188,22 @@ def _unbroadcast(t: torch.Tensor, shape) -> torch.Tensor:
     shape = tuple(shape)
     extra = t.dim() - len(shape)
     if extra > 0:
-        t = t.any(dim=tuple(range(extra))) if extra else t
+        t = _any_over(t, tuple(range(extra))) if extra else t
     dims = tuple(i for i, s in enumerate(shape) if s == 1 and t.shape[i] != 1)
     if dims:
-        t = t.any(dim=dims, keepdim=True)
+        t = _any_over(t, dims, keepdim=True)
     return t.expand(shape) if tuple(t.shape) != shape else t
+
+
+def _any_over(t: torch.Tensor, dims, keepdim: bool = False) -> torch.Tensor:
+    """``t.any(dims, keepdim)`` (``dims``: an int, a tuple, or ``None`` for all), for bool
+    maps through ``uint8`` (torch's reduction over bool is not vectorised)."""
+    dims = tuple(range(t.dim())) if dims is None else (dims,) if isinstance(dims, int) else tuple(dims)
+    if not dims:
+        return t
+    if t.dtype != torch.bool or t.numel() == 0:
+        return t.any(dim=dims, keepdim=keepdim)
+    return t.view(torch.uint8).amax(dim=dims, keepdim=keepdim).to(torch.bool)
 
 
 def _full(shape, value: bool) -> torch.Tensor:
@@ -335,7 +349,7 @@ class _Pass:
         """Every output position depends on every input position, and is constant."""
         self.kind[node] = "unknown"
         ins = [self.state(n) for n in self.tensor_inputs(node)]
-        any_acc = any(bool(s.acc.any()) for s in ins)
+        any_acc = any(_any(s.acc) for s in ins)
         info = self.values.get(node)
 
         def one(t):
@@ -385,7 +399,7 @@ class _Pass:
         if x is None:
             return None
         dim = self._softmax_dim(node)
-        return _S(x.acc.any(dim, keepdim=True).expand(x.acc.shape), _full(x.acc.shape, True))
+        return _S(_any_over(x.acc, dim, keepdim=True).expand(x.acc.shape), _full(x.acc.shape, True))
 
     def _norm_dims(self, node, x: _S):
         mod = self.gm.get_submodule(node.target)
@@ -399,8 +413,8 @@ class _Pass:
         if x is None:
             return None
         mod, dims = self._norm_dims(node, x)
-        acc = x.acc.any(dims, keepdim=True).expand(x.acc.shape)
-        cst = x.cst.any(dims, keepdim=True).expand(x.acc.shape)
+        acc = _any_over(x.acc, dims, keepdim=True).expand(x.acc.shape)
+        cst = _any_over(x.cst, dims, keepdim=True).expand(x.acc.shape)
         bias = value_of(mod, "bias")
         if bias is not None:
             cst = cst | (bias.detach().cpu() != 0).expand(x.acc.shape)
@@ -408,7 +422,7 @@ class _Pass:
 
     def _group_any(self, t: torch.Tensor, groups: int) -> torch.Tensor:
         n, c = t.shape[:2]
-        g = t.reshape(n, groups, -1).any(2, keepdim=True)
+        g = _any_over(t.reshape(n, groups, -1), 2, keepdim=True)
         return g.expand(n, groups, t[0].numel() // groups).reshape(t.shape)
 
     def f_groupnorm(self, node):
@@ -432,7 +446,7 @@ class _Pass:
         view = (1, -1) + (1,) * (x.acc.dim() - 2)
         if mod.running_mean is None or mod.running_var is None:  # batch statistics mix positions
             dims = (0,) + tuple(range(2, x.acc.dim()))
-            return _S(x.acc.any(dims, keepdim=True).expand(x.acc.shape), _full(x.acc.shape, True))
+            return _S(_any_over(x.acc, dims, keepdim=True).expand(x.acc.shape), _full(x.acc.shape, True))
         mean = mod.running_mean.detach().double().cpu()
         var = mod.running_var.detach().double().cpu()
         gamma = mod.weight.detach().double().cpu() if mod.weight is not None else torch.ones_like(mean)
@@ -708,7 +722,7 @@ class _Pass:
 
     def b_unknown(self, node, co) -> None:
         cos = co if isinstance(co, tuple) else (co,)
-        hit = any(c is not None and bool(c.any()) for c in cos)
+        hit = any(c is not None and _any(c) for c in cos)
         for n in self.tensor_inputs(node):
             self.add_co(n, _full(self.state(n).acc.shape, hit))
 
@@ -721,17 +735,17 @@ class _Pass:
         mod = self.gm.get_submodule(node.target)
         if mod.running_mean is None or mod.running_var is None:
             dims = (0,) + tuple(range(2, co.dim()))
-            co = co.any(dims, keepdim=True).expand(co.shape)
+            co = _any_over(co, dims, keepdim=True).expand(co.shape)
         self.add_co(node.args[0], co)
 
     def b_softmax(self, node, co) -> None:
         dim = self._softmax_dim(node)
-        self.add_co(node.args[0], co.any(dim, keepdim=True).expand(co.shape))
+        self.add_co(node.args[0], _any_over(co, dim, keepdim=True).expand(co.shape))
 
     def b_layernorm(self, node, co) -> None:
         x = self.state(node.args[0])
         _, dims = self._norm_dims(node, x)
-        self.add_co(node.args[0], co.any(dims, keepdim=True).expand(co.shape))
+        self.add_co(node.args[0], _any_over(co, dims, keepdim=True).expand(co.shape))
 
     def b_groupnorm(self, node, co) -> None:
         mod = self.gm.get_submodule(node.target)
