@@ -382,18 +382,19 @@ def test_sparse_and_dense_boolean_convs_agree(nd, cin, cout_per, k, stride, dil,
     assert torch.equal(ref & mask, sparse.written_any(co, inside) & mask)
 
 
-def _mixed_channels(shape, kinds, gen):
+def _mixed_channels(shape, kinds, gen, density):
     """A boolean map whose channels are, by ``kinds`` (cycled): 0 empty, 1 full, 2 / 3 one of
-    two partial patterns shared between channels, 4 a partial pattern of its own."""
+    two partial patterns shared between channels, 4 a partial pattern of its own (partial:
+    each position marked with probability ``density``)."""
     n, c = shape[:2]
-    shared = [torch.rand((n,) + shape[2:], generator=gen) < 0.4 for _ in range(2)]
+    shared = [torch.rand((n,) + shape[2:], generator=gen) < density for _ in range(2)]
     out = torch.empty(shape, dtype=torch.bool)
     for j in range(c):
         kind = kinds[j % len(kinds)]
         if kind < 2:
             out[:, j] = bool(kind)
         else:
-            out[:, j] = shared[kind - 2] if kind < 4 else torch.rand((n,) + shape[2:], generator=gen) < 0.5
+            out[:, j] = shared[kind - 2] if kind < 4 else torch.rand((n,) + shape[2:], generator=gen) < density
     return out
 
 
@@ -401,9 +402,9 @@ def _mixed_channels(shape, kinds, gen):
 @given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 3), st.integers(1, 3), st.integers(1, 2),
        st.integers(1, 2), st.booleans(), st.integers(2, 6), st.integers(1, 2),
        st.lists(st.integers(0, 4), min_size=1, max_size=6), st.lists(st.integers(0, 4), min_size=1, max_size=6),
-       st.sampled_from([0.0, 0.3, 1.0]), st.integers(0, 2**16))
+       st.sampled_from([0.0, 0.1, 0.3, 1.0]), st.sampled_from([0.1, 0.5]), st.integers(0, 2**16))
 def test_channel_patterns_route_equals_the_plain_dense_route(nd, cin, cout_per, k, stride, dil, depthwise, size,
-                                                             n, kinds_in, kinds_out, density, seed):
+                                                             n, kinds_in, kinds_out, density, partial, seed):
     """The fast route (one convolution per distinct channel pattern, full / empty channels
     merged) gives the same booleans as torch's dense conv over every channel."""
     from netgraph.torch._tapconv import BoolConv
@@ -416,8 +417,8 @@ def test_channel_patterns_route_equals_the_plain_dense_route(nd, cin, cout_per, 
     if out_size < 1:
         return
     in_shape, out_shape = (n, cin) + (size,) * nd, (n, cout) + (out_size,) * nd
-    x = _mixed_channels(in_shape, kinds_in, gen)
-    co = _mixed_channels(out_shape, kinds_out, gen)
+    x = _mixed_channels(in_shape, kinds_in, gen, partial)
+    co = _mixed_channels(out_shape, kinds_out, gen, partial)
     inside = torch.rand((1, 1) + (size,) * nd, generator=gen) < 0.8
     ref = BoolConv(mask, stride, dil, groups, in_shape, out_shape, route="dense")
     for route in ("patterns", "auto"):
