@@ -334,3 +334,15 @@ def test_a_shard_index_that_lies_is_refused(tmp_path):
         want = _in_memory(index)
         assert isinstance(want, tuple)
         assert _outcome(lambda: audit_path(index).report) == want
+
+
+@settings(max_examples=25, deadline=None)
+@given(masks=st.lists(st.integers(1, 5), min_size=2, max_size=5).flatmap(
+    lambda w: st.tuples(*[st.integers(0, 2**32 - 1).map(
+        lambda s, a=a, b=b: np.random.default_rng(s).random((b, a)) < 0.4) for a, b in zip(w[:-1], w[1:])])))
+def test_the_benchmark_networkx_baseline_counts_what_netgraph_counts(masks):
+    """`netgraph bench` times networkx against netgraph; both must compute the same audit."""
+    from netgraph import chain
+    from netgraph.cli._bench import networkx_effective
+
+    assert networkx_effective(list(masks)) == audit(chain(list(masks))).summary.effective
