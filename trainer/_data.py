@@ -312,6 +312,11 @@ def resolve_callable(spec: str, option: str):
             obj = importlib.util.module_from_spec(loader_spec)
             loader_spec.loader.exec_module(obj)
         else:
+            import sys
+
+            cwd = os.getcwd()
+            if cwd not in sys.path and "" not in sys.path:  # a module in the current folder, as `python -m` finds it
+                sys.path.append(cwd)
             obj = importlib.import_module(module_name)
     except ImportError as exc:
         raise DataError(f"{option} {spec}: cannot import {module_name!r} ({exc}); is it installed or on PYTHONPATH?") from None
