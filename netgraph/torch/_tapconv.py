@@ -67,11 +67,16 @@ def channel_patterns(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n, c = t.shape[:2]
     rows = t.transpose(0, 1).reshape(c, -1)
     packed = np.packbits(rows.numpy(), axis=1)  # exact: equal rows <=> equal bytes
-    nonempty = packed.any(1)
     index = np.full(c, -1, dtype=np.int64)
-    seen: dict[bytes, int] = {}
     first: list[int] = []
-    for j in np.flatnonzero(nonempty):
+    left = np.flatnonzero(packed.any(1))
+    while left.size and len(first) < 8:  # the first patterns (full, ...): vectorised
+        same = (packed[left] == packed[left[0]]).all(1)
+        index[left[same]] = len(first)
+        first.append(int(left[0]))
+        left = left[~same]
+    seen: dict[bytes, int] = {}  # (the rows left differ from every pattern found so far)
+    for j in left:  # many distinct patterns: one dictionary look-up per channel
         key = packed[j].tobytes()
         v = seen.get(key)
         if v is None:
