@@ -5,7 +5,7 @@ shufflenet_v2_x0_5, efficientnet_b0, densenet121 (torchvision's when it imports,
 local copies in ``netgraph.testing.models``), initialised with seed 0 and randomised
 BatchNorm statistics (non-zero shifts, as after training), it prints one Markdown row per
 model: kept weights, effective weights at channel level, at tap level and by the probe
-(``netgraph.testing._probe.tap_probe``), the layers where tap level and probe differ (must be
+(``netgraph.testing.tap_probe``), the layers where tap level and probe differ (must be
 0) and where channel and tap level differ, and the time of each.  Then the cost of the
 tap-level pass on resnet18 at 1x3x224x224 against one float32 forward + backward of the same
 model on the same input, measured in the same process (median of ``--repeats``).
@@ -27,7 +27,7 @@ import torch.nn as nn
 from torch.nn.utils import prune
 
 from netgraph import trace_model
-from netgraph.testing._probe import tap_probe
+from netgraph.testing import tap_probe
 from netgraph.testing.models import TORCHVISION_LIKE, randomize_bn, resnet18_like
 
 # name, input shape, pruning method, rate
