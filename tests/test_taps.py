@@ -431,6 +431,30 @@ def test_channel_patterns_route_equals_the_plain_dense_route(nd, cin, cout_per, 
         assert torch.equal(ref.written_any(co, inside) & mask, fast.written_any(co, inside) & mask)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 2), st.integers(1, 24), st.integers(1, 12), st.sampled_from([0.0, 0.2, 0.6]),
+       st.integers(0, 2**16))
+def test_channel_patterns_are_the_distinct_non_empty_channels(n, channels, distinct, density, seed):
+    """Each channel equals its pattern (or is empty, index -1); the patterns are distinct and
+    non-empty — also past the first 8, found by the dictionary."""
+    from netgraph.torch._tapconv import channel_patterns
+
+    gen = torch.Generator().manual_seed(seed)
+    base = [torch.rand((n, 3, 5), generator=gen) < density for _ in range(distinct)]
+    pick = torch.randint(0, distinct, (channels,), generator=gen)
+    t = torch.stack([base[int(i)] for i in pick], 1)
+    patterns, index = channel_patterns(t)
+    assert patterns.dtype == torch.float32 and patterns.shape[:1] + patterns.shape[2:] == (n, 3, 5)
+    for c in range(channels):
+        if index[c] < 0:
+            assert not t[:, c].any()
+        else:
+            assert torch.equal(patterns[:, int(index[c])] > 0.5, t[:, c])
+    rows = {tuple(patterns[:, j].flatten().tolist()) for j in range(patterns.shape[1])}
+    assert len(rows) == patterns.shape[1] and all(any(r) for r in rows)
+    assert set(index.tolist()) - {-1} == set(range(patterns.shape[1]))
+
+
 def _small_torchvision_like():
     from netgraph.testing import models as zoo
 
