@@ -402,7 +402,7 @@ def _mixed_channels(shape, kinds, gen, density):
 @given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 3), st.integers(1, 3), st.integers(1, 2),
        st.integers(1, 2), st.booleans(), st.integers(2, 6), st.integers(1, 2),
        st.lists(st.integers(0, 4), min_size=1, max_size=6), st.lists(st.integers(0, 4), min_size=1, max_size=6),
-       st.sampled_from([0.0, 0.1, 0.3, 1.0]), st.sampled_from([0.1, 0.5]), st.integers(0, 2**16))
+       st.sampled_from([0.0, 0.05, 0.1, 0.3, 1.0]), st.sampled_from([0.1, 0.5]), st.integers(0, 2**16))
 def test_channel_patterns_route_equals_the_plain_dense_route(nd, cin, cout_per, k, stride, dil, depthwise, size,
                                                              n, kinds_in, kinds_out, density, partial, seed):
     """The fast route (one convolution per distinct channel pattern, full / empty channels

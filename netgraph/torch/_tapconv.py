@@ -140,7 +140,7 @@ class BoolConv:
 
     def _density(self) -> float:
         if self._dens is None:
-            self._dens = int(torch.count_nonzero(self.mask)) / max(1, self.mask.numel())
+            self._dens = int(np.count_nonzero(self.mask.numpy())) / max(1, self.mask.numel())
         return self._dens
 
     def _density_route(self) -> str:
@@ -182,6 +182,11 @@ class BoolConv:
         return val
 
     # -- patterns: kept taps merged per channel pattern ------------------------------------
+    @staticmethod
+    def _identity(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every channel its own pattern (the side of a correlation with many patterns)."""
+        return as_float(t), torch.arange(t.shape[1])
+
     def _m4(self) -> torch.Tensor:
         out_ch, in_g = self.mask.shape[:2]
         return self.m.reshape(self.groups, out_ch // self.groups, in_g, self.kk)
@@ -196,14 +201,20 @@ class BoolConv:
         out_ch, in_g = self.mask.shape[:2]
         return self.mask.numpy().reshape(out_ch, in_g, self.kk)
 
+    def _merge(self, idx: np.ndarray, k: int, axis: int) -> torch.Tensor:
+        """groups == 1: the mask OR-ed over the channels of each pattern along ``axis`` (1:
+        input channels, 0: output channels); bool, that axis of size ``k``."""
+        m = self._mask3()
+        if k == 1 and (idx == 0).all():  # one pattern, nothing empty (the common case)
+            return torch.from_numpy(np.expand_dims(_or_reduce(m, axis), axis))
+        parts = [_or_reduce(np.compress(idx == p, m, axis=axis), axis) for p in range(k)]
+        return torch.from_numpy(np.stack(parts, axis))
+
     def _merged_in(self, index: torch.Tensor, k: int) -> torch.Tensor:
         """``(C_out, k, *kernel)``: output channel o keeps tap d from input pattern p."""
         out_ch, in_g = self.mask.shape[:2]
         if self.groups == 1:  # OR over the input channels of each pattern
-            m, idx = self._mask3(), index.numpy()
-            cols = [_or_reduce(m if k == 1 and (idx == 0).all() else m[:, idx == p], 1) for p in range(k)]
-            w = torch.from_numpy(np.stack(cols, 1))
-            return as_float(w).reshape((out_ch, k) + self.kernel)
+            return as_float(self._merge(index.numpy(), k, 1)).reshape((out_ch, k) + self.kernel)
         oh = self._onehot(index, k).reshape(self.groups, 1, in_g, k)
         w = torch.matmul(self._m4().transpose(2, 3), oh)  # (g, per, kk, k)
         return as_float(w.transpose(2, 3) > 0.5).reshape((out_ch, k) + self.kernel)
@@ -212,9 +223,7 @@ class BoolConv:
         """``(k, C_in, *kernel)``: some output channel of pattern q keeps tap d from input i."""
         out_ch, in_g = self.mask.shape[:2]
         if self.groups == 1:  # OR over the output channels of each pattern
-            m, idx = self._mask3(), index.numpy()
-            rows = [_or_reduce(m if k == 1 and (idx == 0).all() else m[idx == q], 0) for q in range(k)]
-            return as_float(torch.from_numpy(np.stack(rows, 0))).reshape((k, in_g) + self.kernel)
+            return as_float(self._merge(index.numpy(), k, 0)).reshape((k, in_g) + self.kernel)
         oh = self._onehot(index, k).reshape(self.groups, out_ch // self.groups, k)
         m = self._m4().reshape(self.groups, out_ch // self.groups, in_g * self.kk)
         w = torch.matmul(oh.transpose(1, 2), m)  # (g, k, in_g * kk)
@@ -356,6 +365,9 @@ class BoolConv:
         position.  Bool, the mask's shape; with ``kept_only`` only kept weights can be
         ``True`` (the others are ``False``)."""
         px, pc = self._patterns(x), self._patterns(co)
+        if (px is None) != (pc is None):  # one side has few patterns: the other, channel by channel
+            px = px if px is not None else self._identity(x)
+            pc = pc if pc is not None else self._identity(co)
         if px is not None and pc is not None:
             (p, pi), (q, qi) = px, pc
             if p.shape[1] == 0 or q.shape[1] == 0:
