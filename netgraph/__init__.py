@@ -28,6 +28,7 @@ Public surface
 ``reconnect_masks``            re-spend the freed budget on effective connections
 ``graph_to_spec``              a graph's topology as plain data (stored in checkpoints)
 ``to_networkx``                the unit-level graph, for your own analysis
+``load_callable``              ``pkg.module:name`` / ``file.py:name`` → the user's callable
 =============================  ==================================================
 
 The core imports only numpy and scipy; torch is imported lazily by the checkpoint
@@ -35,6 +36,7 @@ reader and the model tracer, networkx only by :func:`to_networkx`.
 """
 
 from ._audit import AuditReport, AuditSummary, LayerAudit, audit
+from ._callables import load_callable
 from .io._checkpoint import (
     Checkpoint,
     PrunableWeight,
@@ -66,6 +68,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "load_callable",
     "Checkpoint",
     "PrunableWeight",
     "atomic_write",

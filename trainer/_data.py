@@ -297,36 +297,16 @@ def _as_tensors(obj, spec: str, part: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def resolve_callable(spec: str, option: str):
-    """The callable named by ``pkg.module:name`` (or ``path/to/file.py:name``), with one-line errors."""
-    import importlib
-    import importlib.util
+    """The callable named by ``pkg.module:name`` (or ``path/to/file.py:name``), with one-line
+    errors: netgraph's one resolver (:func:`netgraph.load_callable`)."""
+    from netgraph import load_callable
 
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise DataError(f"{option} {spec!r} must look like pkg.module:name")
     try:
-        if module_name.endswith(".py"):
-            if not os.path.isfile(module_name):
-                raise ImportError(f"no file {module_name}")
-            loader_spec = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
-            obj = importlib.util.module_from_spec(loader_spec)
-            loader_spec.loader.exec_module(obj)
-        else:
-            import sys
-
-            cwd = os.getcwd()
-            if cwd not in sys.path and "" not in sys.path:  # a module in the current folder, as `python -m` finds it
-                sys.path.append(cwd)
-            obj = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise DataError(f"{option} {spec}: cannot import {module_name!r} ({exc}); is it installed or on PYTHONPATH?") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise DataError(f"{option} {spec}: {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise DataError(f"{option} {spec}: {attr!r} is not callable")
-    return obj
+        return load_callable(spec, option, "loader" if option == "--dataset" else "factory")
+    except DataError:
+        raise
+    except NetgraphError as exc:
+        raise DataError(str(exc)) from None
 
 
 def load_user_dataset(spec: str, *, seed: int = 0) -> Dataset:

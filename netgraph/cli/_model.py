@@ -22,14 +22,13 @@ by :func:`netgraph.io._repair.write_like`, the same writer the checkpoint-only p
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .._callables import first_line, load_callable
 from ..errors import BadCheckpoint, NetgraphError, VerificationFailed
 from ._keys import KNOWN_PREFIXES, match_prefix, short_list
 from ._options import parse_input_shape
@@ -42,74 +41,11 @@ TOLERANCE = 1e-9
 
 # -- the factory ---------------------------------------------------------------------------
 
-def _import_from_cwd(module_name: str):
-    """Import ``module_name`` with the current folder first on ``sys.path`` (as ``python -m``)."""
-    cwd = os.getcwd()
-    top = module_name.split(".")[0]
-    local = os.path.isfile(os.path.join(cwd, top + ".py")) or os.path.isfile(os.path.join(cwd, top, "__init__.py"))
-    if local:
-        if sys.path[:1] != [cwd]:
-            sys.path.insert(0, cwd)
-        cached = sys.modules.get(top)
-        where = os.path.dirname(os.path.abspath(getattr(cached, "__file__", "") or "")) if cached else None
-        if cached is not None and where not in (cwd, os.path.join(cwd, top)):
-            for name in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
-                del sys.modules[name]  # a same-named module from another folder (an earlier run)
-        importlib.invalidate_caches()
-    return importlib.import_module(module_name)
-
-
-def _import_file(file_path: str):
-    full = os.path.abspath(file_path)
-    if not os.path.isfile(full):
-        raise NetgraphError(f"--model: {file_path!r} is not a file")
-    folder = os.path.dirname(full)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)  # as `python file.py`: its siblings are importable
-    name = "netgraph_user_" + os.path.splitext(os.path.basename(full))[0].replace("-", "_")
-    spec = importlib.util.spec_from_file_location(name, full)
-    if spec is None or spec.loader is None:
-        raise NetgraphError(f"--model: cannot load {file_path!r} as Python code")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _factory(spec: str):
-    where, sep, attr = spec.rpartition(":")
-    if not sep or not where or not attr:
-        raise NetgraphError(f"--model {spec!r} must look like module:factory or path/to/file.py:factory "
-                            "(a callable returning the nn.Module)")
-    try:
-        if where.endswith(".py") or os.sep in where or "/" in where:
-            module = _import_file(where)
-        else:
-            module = _import_from_cwd(where)
-    except NetgraphError:
-        raise
-    except ImportError as exc:
-        raise NetgraphError(f"--model {spec!r}: cannot import {where!r} ({exc}); looked in the current folder "
-                            f"({os.getcwd()}) and the installed packages; or give path/to/file.py:factory") from None
-    except (Exception, SystemExit) as exc:
-        raise NetgraphError(f"--model {spec!r}: importing {where!r} failed ({type(exc).__name__}: "
-                            f"{_first_line(exc)})") from None
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise NetgraphError(f"--model {spec!r}: {where!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise NetgraphError(f"--model {spec!r}: {attr!r} is not callable")
-    return obj
+    return load_callable(spec, "--model", "factory")
 
 
-def _first_line(exc: BaseException) -> str:
-    if isinstance(exc, SystemExit):
-        return f"it called sys.exit({exc.code!r})"
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
-    return line if len(line) <= 200 else line[:197] + "..."
+_first_line = first_line
 
 
 def _kwargs(text: str | None) -> dict:
