@@ -55,7 +55,7 @@ import re
 from typing import Mapping
 
 import numpy as np
-import scipy.sparse as sp
+from .._lazy import sparse as sp  # scipy.sparse, imported on first use (start-up)
 
 from ._checkpoint import Checkpoint, PrunableWeight, effective_tensor, natural_key
 from .._graph import GraphBuilder, LayeredGraph
