@@ -21,7 +21,8 @@ Three routes give the same booleans (tests check them against each other):
   convolution runs over the ``k`` patterns instead of the ``C_in`` channels; the backward
   likewise over the output patterns; the correlation is computed once per (output pattern,
   input pattern, tap) and gathered back per weight.  Empty channels are dropped.  Used
-  when the patterns number at most ``PATTERNS_UP_TO`` of the channels.
+  when the patterns number at most ``PATTERNS_UP_TO`` of the channels; a correlation with
+  few patterns on one side only takes every channel of the other side as its own pattern.
 * **dense** (otherwise, density ≥ ``SPARSE_BELOW``, or 3-D convs): torch's own conv,
   conv-input and conv-weight gradients on float32 0/1 maps of all channels.
 * **sparse** (otherwise, 1-D and 2-D): the input unfolded once (``F.unfold``), then
