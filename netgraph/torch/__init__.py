@@ -14,8 +14,8 @@ and repairing / compacting the model itself.  Importing this package imports tor
 Files: ``_trace.py`` (entry point, :class:`TracedModel`) · ``_ops.py`` (the table of op
 kinds) · ``_builder.py`` (the channel-level graph, one handler per kind) · ``_shapes.py``
 (shape propagation) · ``_taps.py`` (positions and taps: accessible / constant /
-coaccessible maps, per-weight states) · ``_tapconv.py`` (boolean convolutions, dense or
-sparse) · ``_repair.py`` (prune, reconnect, compact).
+coaccessible maps, per-weight states) · ``_tapconv.py`` (boolean convolutions over the
+distinct channel patterns, or dense / sparse over all channels) · ``_repair.py`` (prune, reconnect, compact).
 """
 
 from ._repair import CompactResult, compact_model, prune_model, reconnect_model, verify
