@@ -84,10 +84,6 @@ def test_sharded_safetensors_audit_like_one_file(tmp_path):
         np.testing.assert_array_equal(ck.tensors[k], v.numpy())
 
 
-@pytest.mark.xfail(raises=MemoryError, strict=False,
-                   reason="netgraph/io/_repair.py::_safetensors_metadata (outputs) re-reads the input header "
-                          "unbounded (fh.read(n), n from the file) and ckpt.path is the *.index.json; fix "
-                          "requested: use ckpt.file_metadata")
 def test_sharded_safetensors_repair_writes_one_file(tmp_path):
     m, masks = _model_and_masks(1)
     sd = {k: (v * masks[k] if k in masks else v).detach() for k, v in m.state_dict().items()}
@@ -231,3 +227,18 @@ def test_nni_mask_dict_with_non_binary_values_is_refused(tmp_path):
     assert main(["repair", str(tmp_path / "mask.pth"), "-o", str(tmp_path / "o.pth")]) == 2
     with pytest.raises(BadCheckpoint, match="0 or 1"):
         load_checkpoint(tmp_path / "mask.pth")
+
+
+def test_the_cli_audit_reads_open_lth_and_nni_files_like_the_library(tmp_path, capsys):
+    m, masks = _model_and_masks(7)
+    with torch.no_grad():
+        m[2].weight[masks["2.weight"].bool()] += 0.5
+        m[2].weight[tuple(masks["2.weight"].nonzero()[0])] = 0.0  # kept, and exactly 0
+    level = _open_lth_level(tmp_path, m, masks)
+    torch.save(_nni_masks(masks), tmp_path / "nni_mask.pth")
+    for path in (level / "model_ep40_it0.pth", tmp_path / "nni_mask.pth"):
+        assert main(["audit", str(path), "--format", "json"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        want = audit(graph_from_checkpoint(load_checkpoint(path)), source=str(path)).to_dict()
+        assert got == want, path
+    assert got["summary"]["kept"] == int(sum(v.sum() for v in masks.values()))

@@ -31,7 +31,6 @@ import copy
 import dataclasses
 import json
 import os
-import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -263,14 +262,13 @@ def _describe_values(new_values, prune_format: bool) -> str:
 
 def _safetensors_metadata(path: str) -> dict[str, str]:
     """The input's own ``__metadata__`` (str → str), read from its already validated header."""
-    try:
+    from ..errors import NetgraphError
+    from ._safetensors import read_header
+
+    try:  # the strict reader's own header check (a sharded input's path is its index JSON: no header)
         with open(path, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n).decode("utf-8"))
-    except (OSError, ValueError, struct.error, RecursionError):
-        return {}
-    md = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(md, dict):
+            md = read_header(fh, os.fstat(fh.fileno()).st_size, path, budget=False).metadata
+    except (OSError, NetgraphError):
         return {}
     return {str(k): v for k, v in md.items() if isinstance(v, str) and k != "netgraph"}
 

@@ -160,6 +160,9 @@ class _TorchSource:
         # the strict reader: zip and pickle checks, then torch.load(weights_only=True, mmap=True);
         # no memory budget for the whole file: pages are mapped and released chunk by chunk
         root = load_torch_file(path, budget=False)
+        if isinstance(root, dict) and root and all(isinstance(v, dict) and v and set(v) <= {"weight", "bias"}
+                                                   for v in root.values()):
+            raise _Fallback("an NNI mask dict ({module: {'weight': mask}}) is read in memory")
         sd, self.meta, self.state_dict_key = _unwrap(root, path)
         import torch
 
@@ -860,6 +863,11 @@ def audit_path(path: str | os.PathLike, *, source: str | None = None, chunk_byte
     """
     path = os.fsdecode(os.fspath(path))  # as the strict loader names it (bytes names included)
     source = path if source is None else source
+    from ._formats import detect
+
+    if detect(path) == "open_lth":  # the masks live in mask.pth beside the model: read both in memory
+        report, notes = _in_memory(path, source)
+        return StreamResult(report, "an open_lth checkpoint with its mask.pth is read in memory", notes)
     try:
         src = _open(path)
     except _Fallback as why:
