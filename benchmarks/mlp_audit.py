@@ -13,7 +13,6 @@ import argparse
 import os
 import tempfile
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -53,3 +53,14 @@ def test_the_check_sees_a_lazy_import(tmp_path):
     bad = tmp_path / "m.py"
     bad.write_text("def f():\n    import viz.x\n    from trainer import y\n")
     assert {"viz", "trainer"} <= _imported_roots(bad)
+
+
+def test_the_cli_uses_public_names_of_trainer_and_viz():
+    for path in sorted((ROOT / "netgraph" / "cli").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                parts = node.module.split(".")
+                if parts[0] in ("trainer", "viz"):
+                    assert not [p for p in parts[1:] if p.startswith("_")], \
+                        f"{path.relative_to(ROOT)} imports private {node.module}"

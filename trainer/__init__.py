@@ -45,7 +45,7 @@ _WHERE = {
     "._ablate": ("AblationConfig", "ablation_markdown", "measure_speedup", "run_ablation", "write_ablation"),
     "._data": ("CHUNKS", "SBU_TEST_SETS", "DataError", "Dataset", "load_dataset", "load_digits", "load_fpha",
                "load_sbu", "load_user_dataset", "synthetic_skeletons", "temporal_chunks"),
-    "._config": ("METHODS", "TrainConfig"),
+    "._config": ("METHODS", "TrainConfig", "config_fields"),
     "._loop": ("Trainer", "TrainResult", "resolve_device", "train", "build_for", "fit_inputs", "choose_threads"),
     "._pruner": ("Pruner", "erk_densities", "erk_allocate"),
     "._methods": ("Method", "method_for"),

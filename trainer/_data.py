@@ -22,7 +22,6 @@ Formats read:
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path

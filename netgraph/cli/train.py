@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from trainer._config import METHODS  # noqa: F401  (torch-free; a test checks the names)
+from trainer import METHODS  # noqa: F401  (torch-free: trainer's package is lazy; a test checks the names)
 
 from ._options import add_model_options, option
 
@@ -41,7 +41,7 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 
 
 def add_parser(sub) -> None:
-    from trainer._config import TrainConfig, config_fields  # torch-free
+    from trainer import TrainConfig, config_fields  # torch-free
 
     p = sub.add_parser("train", help="train a pruned model (built-in GCN / MLP or any traceable nn.Module) with "
                                      "MP, MP+TC, CTF, coarse, fine or PMP and save an auditable checkpoint",
@@ -76,7 +76,7 @@ def add_parser(sub) -> None:
 
 def config_from_args(args):
     """The :class:`trainer.TrainConfig` that ``args`` describe."""
-    from trainer._config import TrainConfig, config_fields
+    from trainer import TrainConfig, config_fields
 
     from ._options import parse_input_shape
 

@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import BadCheckpoint, UnsafeCheckpoint, show
 from ._limits import MAX_HEADER_BYTES, check_memory
 
-__all__ = ["detect", "load_sharded", "open_lth_mask_path", "merge_masks", "nni_masks", "load_with_masks"]
+__all__ = ["detect", "read_index", "check_shard", "check_total_size", "load_sharded", "open_lth_mask_path", "merge_masks", "nni_masks", "load_with_masks"]
 
 _OPEN_LTH_MODEL = re.compile(r"model_ep\d+_it\d+\.pth\Z")
 
@@ -58,11 +58,14 @@ def open_lth_mask_path(path: str) -> str | None:
 
 # -- sharded safetensors ------------------------------------------------------------------
 
-def load_sharded(index_path: str):
-    """Read a sharded safetensors model from its ``*.index.json``, one shard at a time."""
-    from ._checkpoint import Checkpoint, _validate
+def read_index(index_path: str) -> tuple[dict, str, dict[str, list[str]]]:
+    """A sharded checkpoint's ``*.index.json``, checked: ``(index, folder, {shard: [keys]})``.
+
+    The index is bounded in size and depth before parsing; every shard is a plain file name
+    in the index's own folder and exists.  Shared by :func:`load_sharded` and the streaming
+    audit, so both refuse the same files with the same lines."""
     from ._pt import open_regular
-    from ._safetensors import DTYPES, json_depth_ok, read_header, read_tensor
+    from ._safetensors import json_depth_ok
 
     fh, size = open_regular(index_path)
     with fh:
@@ -88,27 +91,47 @@ def load_sharded(index_path: str):
                 "names in the index's folder"
             )
         shards.setdefault(shard, []).append(key)
-    total = 0
     for shard in shards:
-        p = os.path.join(folder, shard)
-        try:
-            total += os.path.getsize(p)
-        except OSError:
-            raise BadCheckpoint(f"{index_path}: shard {show(shard)} is missing") from None
-    check_memory(total, index_path)
+        if not os.path.isfile(os.path.join(folder, shard)):
+            raise BadCheckpoint(f"{index_path}: shard {show(shard)} is missing")
+    return index, folder, shards
+
+
+def check_shard(index_path: str, shard: str, have, want) -> None:
+    """A shard holds exactly the tensors the index maps to it."""
+    have, want = set(have), set(want)
+    if have != want:
+        extra, missing = sorted(have - want), sorted(want - have)
+        what = (f"holds {show(extra[0])}, which the index maps elsewhere or not at all" if extra
+                else f"lacks {show(missing[0])}, which the index maps to it")
+        raise BadCheckpoint(f"{index_path}: shard {show(shard)} {what}")
+
+
+def check_total_size(index_path: str, index: dict, nbytes: int) -> None:
+    """The index's ``metadata.total_size``, when given, is the bytes of tensors the shards hold."""
+    md = index.get("metadata", {})
+    if isinstance(md, dict) and "total_size" in md:
+        ts = md["total_size"]
+        if not isinstance(ts, int) or isinstance(ts, bool) or ts != nbytes:
+            raise BadCheckpoint(f"{index_path}: the index says total_size {show(repr(ts))} but the shards hold "
+                                f"{nbytes} bytes of tensors")
+
+
+def load_sharded(index_path: str):
+    """Read a sharded safetensors model from its ``*.index.json``, one shard at a time."""
+    from ._checkpoint import Checkpoint, _validate
+    from ._pt import open_regular
+    from ._safetensors import DTYPES, read_header, read_tensor
+
+    index, folder, shards = read_index(index_path)
+    check_memory(sum(os.path.getsize(os.path.join(folder, shard)) for shard in shards), index_path)
     tensors, dtypes, meta, nbytes, file_md = {}, {}, {}, 0, {}
     for shard, keys in shards.items():
         p = os.path.join(folder, shard)
         sfh, ssize = open_regular(p)
         with sfh:
             header = read_header(sfh, ssize, p)
-            have, want = set(header.entries), set(keys)
-            if have != want:
-                extra = sorted(have - want)
-                missing = sorted(want - have)
-                what = (f"holds {show(extra[0])}, which the index maps elsewhere or not at all" if extra
-                        else f"lacks {show(missing[0])}, which the index maps to it")
-                raise BadCheckpoint(f"{index_path}: shard {show(shard)} {what}")
+            check_shard(index_path, shard, header.entries, keys)
             for key, entry in header.entries.items():
                 tensors[key] = read_tensor(sfh, entry, key, p)
                 dtypes[key] = DTYPES[entry[0]][1]
@@ -117,12 +140,7 @@ def load_sharded(index_path: str):
                 meta = header.netgraph
             if not file_md:
                 file_md = dict(header.metadata)
-    md = index.get("metadata", {})
-    if isinstance(md, dict) and "total_size" in md:
-        ts = md["total_size"]
-        if not isinstance(ts, int) or isinstance(ts, bool) or ts != nbytes:
-            raise BadCheckpoint(f"{index_path}: the index says total_size {show(repr(ts))} but the shards hold "
-                                f"{nbytes} bytes of tensors")
+    check_total_size(index_path, index, nbytes)
     _validate(tensors, index_path)
     ckpt = Checkpoint(index_path, "safetensors", tensors, meta, None, None, dtypes, file_md)
     ckpt.prunable()

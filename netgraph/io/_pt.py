@@ -30,7 +30,6 @@ line that names the file, the tensor or member, the rule and what was found.
 from __future__ import annotations
 
 import codecs
-import io
 import os
 import pickletools
 import stat

@@ -32,7 +32,6 @@ checkpoint already in memory.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
@@ -562,62 +561,23 @@ class _ShardedSource:
     a single file, one after the other — without the whole-model memory budget."""
 
     def __init__(self, path: str):
-        from ..errors import UnsafeCheckpoint
-        from ._limits import MAX_HEADER_BYTES
-        from ._pt import open_regular
-        from ._safetensors import json_depth_ok
+        from ._formats import check_shard, check_total_size, read_index
 
         self.path, self.format, self.state_dict_key = path, "safetensors", None
-        fh, size = open_regular(path)
-        with fh:
-            if size > MAX_HEADER_BYTES:
-                raise UnsafeCheckpoint(f"{path}: index of {size:,} bytes; at most {MAX_HEADER_BYTES:,} are read")
-            raw = fh.read()
-        try:
-            text = raw.decode("utf-8")
-            if json_depth_ok(text) < 0:
-                raise BadCheckpoint(f"{path}: the shard index nests too deeply")
-            index = json.loads(text)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise BadCheckpoint(f"{path}: the shard index is not JSON") from None
-        wmap = index.get("weight_map") if isinstance(index, dict) else None
-        if not isinstance(wmap, dict) or not wmap:
-            raise BadCheckpoint(f"{path}: a shard index needs a non-empty 'weight_map' of tensor -> shard file")
-        folder = os.path.dirname(os.path.abspath(path))
-        shards: dict[str, list[str]] = {}
-        for key, shard in wmap.items():
-            if not isinstance(shard, str) or not shard or os.path.basename(shard) != shard or shard in (".", ".."):
-                raise UnsafeCheckpoint(
-                    f"{path}: tensor {show(key)} maps to shard {show(repr(shard))}; shards are plain file "
-                    "names in the index's folder"
-                )
-            shards.setdefault(shard, []).append(key)
-        for shard in shards:
-            if not os.path.exists(os.path.join(folder, shard)):
-                raise BadCheckpoint(f"{path}: shard {show(shard)} is missing")
+        index, folder, shards = read_index(path)
         self.shards, self.entries, self.meta = [], {}, {}
         nbytes = 0
         try:
             for shard, keys in shards.items():
                 src = _SafetensorsSource(os.path.join(folder, shard))
                 self.shards.append(src)
-                have, want = set(src.entries), set(keys)
-                if have != want:
-                    extra, missing = sorted(have - want), sorted(want - have)
-                    what = (f"holds {show(extra[0])}, which the index maps elsewhere or not at all" if extra
-                            else f"lacks {show(missing[0])}, which the index maps to it")
-                    raise BadCheckpoint(f"{path}: shard {show(shard)} {what}")
+                check_shard(path, shard, src.entries, keys)
                 for key, e in src.entries.items():
                     self.entries[key] = _Entry(key, e.shape, e.dtype, e.stored, (src, e))
                     nbytes += e.size * e.ref[1].itemsize
                 if src.meta and not self.meta:
                     self.meta = dict(src.meta)
-            md = index.get("metadata", {})
-            if isinstance(md, dict) and "total_size" in md:
-                ts = md["total_size"]
-                if not isinstance(ts, int) or isinstance(ts, bool) or ts != nbytes:
-                    raise BadCheckpoint(f"{path}: the index says total_size {show(repr(ts))} but the shards hold "
-                                        f"{nbytes} bytes of tensors")
+            check_total_size(path, index, nbytes)
         except BaseException:
             self.close()
             raise

@@ -43,7 +43,8 @@ from torch.nn.utils import prune
 
 from .._graph import pair_selector
 from .._reach import EFFECTIVE, Reachability, unit_states
-from ._trace import TracedModel, _mask_of, _value_of, example_tensor
+from ._builder import mask_of as _mask_of, value_of as _value_of
+from ._trace import TracedModel, example_tensor
 from ..errors import NetgraphError
 
 __all__ = ["prune_model", "reconnect_model", "compact_model", "CompactResult", "verify",

@@ -31,7 +31,7 @@ from .._audit import AuditReport, audit
 from .._graph import LayeredGraph
 from .._reach import Reachability, WeightStates, reachability
 from ..errors import TraceFailed
-from ._builder import DagBuilder, Plan, mask_of as _mask_of, value_of as _value_of  # noqa: F401 (_repair)
+from ._builder import DagBuilder, Plan, mask_of as _mask_of
 from ._shapes import Recorder, describe, example_tensor
 from ._taps import TapAnalysis, tap_analysis
 
