@@ -167,34 +167,49 @@ def audit(graph: LayeredGraph, reach: Reachability | None = None, *, source: str
     (3, 0, 3)
     """
     r = reach if reach is not None else reachability(graph)
-    states = unit_states(graph, r)
+    counts, resolution = {}, {}
+    for b in graph.weighted_blocks:
+        ws = weight_states.get(b.name) if weight_states else None
+        if ws is not None:  # per weight, at the weight's full shape (tap level)
+            counts[b.name] = {k: int(getattr(ws, k).sum()) for k in _COUNTS}
+            resolution[b.name] = "tap"
+        else:  # per unit pair (channel level: an upper bound on the effective weights)
+            m, taps = r.pair_masks(b), b.taps
+            counts[b.name] = {"kept": int(taps.sum()), **{k: int(taps[m[k]].sum()) for k in _COUNTS[1:]}}
+    return report_from_counts(graph, r, counts, unit_states(graph, r), source=source, warnings=warnings,
+                              resolution=resolution)
+
+
+_COUNTS = ("kept", "accessible", "coaccessible", "effective", "constant")
+
+
+def report_from_counts(graph: LayeredGraph, reach: Reachability, counts: Mapping[str, Mapping[str, int]],
+                       states: Mapping[str, np.ndarray], *, source: str, warnings: tuple[str, ...] = (),
+                       resolution: Mapping[str, str] | None = None) -> AuditReport:
+    """The report from per-block weight counts (``kept``, ``accessible``, ``coaccessible``,
+    ``effective``, ``constant``) and the unit states: the one place that assembles layers
+    and the summary (the in-memory audit and the streaming audit both end here)."""
     dead_in = {g: int((v == DEAD).sum()) for g, v in states.items()}
     unused_in = {g: int((v == UNUSED).sum()) for g, v in states.items()}
     layers = []
     for b in graph.weighted_blocks:
-        ws = weight_states.get(b.name) if weight_states else None
-        if ws is not None:  # per weight, at the weight's full shape (tap level)
-            counts = {k: int(getattr(ws, k).sum()) for k in ("kept", "accessible", "coaccessible",
-                                                               "effective", "constant")}
-        else:  # per unit pair (channel level: an upper bound on the effective weights)
-            m, taps = r.pair_masks(b), b.taps
-            counts = {"kept": int(taps.sum()), **{k: int(taps[m[k]].sum()) for k in (
-                "accessible", "coaccessible", "effective", "constant")}}
-        kept, effective = counts["kept"], counts["effective"]
+        c = counts[b.name]
+        kept, effective = c["kept"], c["effective"]
         layers.append(LayerAudit(
             name=b.name, shape=b.weight_shape, weights=b.weights, kept=kept,
-            accessible=counts["accessible"], coaccessible=counts["coaccessible"],
-            effective=effective, dead=kept - effective, constant=counts["constant"],
+            accessible=c["accessible"], coaccessible=c["coaccessible"],
+            effective=effective, dead=kept - effective, constant=c["constant"],
             dead_units_in=dead_in[b.src], dead_units_out=dead_in[b.dst],
             sparsity=1.0 - _ratio(kept, b.weights), effective_sparsity=1.0 - _ratio(effective, b.weights),
             collapsed=kept > 0 and effective == 0,
             unused_units_in=unused_in[b.src], unused_units_out=unused_in[b.dst],
-            resolution="tap" if ws is not None else "channel",
+            resolution=(resolution or {}).get(b.name, "channel"),
         ))
     written = list(dict.fromkeys(b.dst for b in graph.weighted_blocks))  # each group once
     weights = sum(l.weights for l in layers)
     kept = sum(l.kept for l in layers)
     effective = sum(l.effective for l in layers)
+    r = reach
     summary = AuditSummary(
         weights=weights, kept=kept, effective=effective, dead=kept - effective,
         constant=sum(l.constant for l in layers),

@@ -711,10 +711,6 @@ def _passes(src, graph, layout, tensors, chunk_elems: int, source: str):
     return _assemble(graph, reach, stats, source)
 
 
-def _ratio(a: int, b: int) -> float:
-    return float(a) / float(b) if b else 0.0
-
-
 def _sketch(graph, stats: Mapping[str, _BlockStats]):
     """The graph with each weighted block's pairs replaced by O(units) pairs that touch the
     same source and destination units (what :func:`~netgraph.unit_states` reads of them)."""
@@ -737,44 +733,17 @@ def _sketch(graph, stats: Mapping[str, _BlockStats]):
 
 def _assemble(graph, r, stats: Mapping[str, _BlockStats], source: str):
     """The report of :func:`netgraph.audit`, from per-unit sums instead of pair arrays."""
-    from .._audit import AuditReport, AuditSummary, LayerAudit
-    from .._reach import DEAD, UNUSED, unit_states
+    from .._audit import report_from_counts
+    from .._reach import unit_states
 
-    states = unit_states(_sketch(graph, stats), r)
-    dead_in = {g: int((v == DEAD).sum()) for g, v in states.items()}
-    unused_in = {g: int((v == UNUSED).sum()) for g, v in states.items()}
-    layers = []
+    counts = {}
     for b in graph.weighted_blocks:
         st = stats[b.name]
         co = r.coaccessible[b.dst]
-        kept = int(round(st.rowsum.sum()))
-        effective = int(round(st.fwd[co].sum()))
-        layers.append(LayerAudit(
-            name=b.name, shape=b.weight_shape, weights=b.weights, kept=kept,
-            accessible=int(round(st.fwd.sum())), coaccessible=int(round(st.rowsum[co].sum())),
-            effective=effective, dead=kept - effective, constant=int(round(st.cst[co].sum())),
-            dead_units_in=dead_in[b.src], dead_units_out=dead_in[b.dst],
-            sparsity=1.0 - _ratio(kept, b.weights), effective_sparsity=1.0 - _ratio(effective, b.weights),
-            collapsed=kept > 0 and effective == 0,
-            unused_units_in=unused_in[b.src], unused_units_out=unused_in[b.dst],
-        ))
-    written = list(dict.fromkeys(b.dst for b in graph.weighted_blocks))  # each group once
-    weights = sum(l.weights for l in layers)
-    kept = sum(l.kept for l in layers)
-    effective = sum(l.effective for l in layers)
-    summary = AuditSummary(
-        weights=weights, kept=kept, effective=effective, dead=kept - effective,
-        constant=sum(l.constant for l in layers),
-        sparsity=1.0 - _ratio(kept, weights), effective_sparsity=1.0 - _ratio(effective, weights),
-        collapsed=kept > 0 and not any(r.accessible[s].any() for s in graph.sinks),
-        dead_units=sum(dead_in[g] for g in written),
-        dead_inputs=int(sum((~r.coaccessible[s]).sum() for s in graph.sources)),
-        dead_outputs=int(sum((~r.accessible[s]).sum() for s in graph.sinks)),
-        layers_collapsed=sum(l.collapsed for l in layers),
-        unused_units=sum(unused_in[g] for g in written),
-        topology=graph.topology,
-    )
-    return AuditReport(source, summary, tuple(layers), tuple(graph.warnings))
+        counts[b.name] = {"kept": int(round(st.rowsum.sum())), "accessible": int(round(st.fwd.sum())),
+                          "coaccessible": int(round(st.rowsum[co].sum())),
+                          "effective": int(round(st.fwd[co].sum())), "constant": int(round(st.cst[co].sum()))}
+    return report_from_counts(graph, r, counts, unit_states(_sketch(graph, stats), r), source=source)
 
 
 def _in_memory(path: str, source: str):
