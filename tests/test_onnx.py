@@ -236,3 +236,34 @@ def test_cli_audit_and_repair_onnx(tmp_path, capsys):
     assert main(["audit", out, "--fail-on-dead", "--format", "json"]) in (0, 1)
     again = json.loads(capsys.readouterr().out)
     assert again["summary"]["dead"] == again["summary"]["constant"]
+
+
+class _GateOnDeadChannel(nn.Module):
+    """x · σ(g(pool x)) where every conv weight into channel 0 is pruned: the gate's weights
+    into unit 0 multiply a channel that is always zero, so they are dead (a product is an
+    intersection, not a union)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.g = nn.Linear(3, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        gate = torch.sigmoid(self.g(x.mean((2, 3))))
+        return self.head((self.conv(x) * gate[:, :, None, None]).mean((2, 3)))
+
+
+def test_onnx_gate_on_a_dead_channel_is_an_intersection(tmp_path):
+    from netgraph.testing import tap_probe
+
+    model = _GateOnDeadChannel().eval()
+    with torch.no_grad():
+        model.conv.weight[0] = 0  # channel 0 of the value branch: no kept weight in
+        model.g.bias.zero_()
+    path = _export(model, (1, 3, 6, 6), tmp_path / "gate.onnx", fold=False)
+    layers = _layers(audit_onnx(path))
+    probe = tap_probe(model, (1, 3, 6, 6))
+    g = layers["g.weight"]
+    assert g["kept"] == 12 and g["effective"] == int(probe["g.weight"].sum()) == 9  # row 0 (3 weights) dead
+    assert _layers(trace_model(model, (1, 3, 6, 6)).audit(source=path)) == layers
