@@ -18,11 +18,10 @@ import time
 import warnings
 
 import torch
-import torch.nn as nn
 
 from netgraph import trace_model
 from netgraph.io import audit_onnx
-from netgraph.testing.models import randomize_bn
+from netgraph.testing.models import prune_at_random
 
 NAMES = ("resnet18", "mobilenet_v2", "shufflenet_v2_x0_5", "efficientnet_b0", "densenet121", "vgg16_bn")
 
@@ -44,12 +43,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             model = getattr(torchvision.models, name)(weights=None).eval()
-            gen = torch.Generator().manual_seed(0)
-            with torch.no_grad():
-                for m in model.modules():
-                    if isinstance(m, (nn.Conv2d, nn.Linear)):
-                        m.weight.mul_((torch.rand(m.weight.shape, generator=gen) >= args.rate).float())
-            randomize_bn(model, gen)
+            prune_at_random(model, args.rate, 0)
             path = os.path.join(tmp, f"{name}.onnx")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -16,21 +16,10 @@ import time
 import warnings
 
 import torch
-import torch.nn as nn
 
 from netgraph import trace_model
 from netgraph.io import audit_onnx
-from netgraph.testing.models import MODELS, randomize_bn
-
-
-def _prune(model: nn.Module, rate: float, seed: int) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.mul_((torch.rand(m.weight.shape, generator=gen) >= rate).to(m.weight.dtype))
-    randomize_bn(model, gen)
-    return model.eval()
+from netgraph.testing.models import MODELS, prune_at_random
 
 
 def main() -> int:
@@ -40,7 +29,7 @@ def main() -> int:
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         for name, (factory, shape) in MODELS.items():
-            model = _prune(factory(), 0.9, 0)
+            model = prune_at_random(factory(), 0.9, 0)
             path = os.path.join(tmp, f"{name}.onnx")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

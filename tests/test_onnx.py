@@ -3,7 +3,6 @@ exported from, prune write-back keeps the function, and hostile files get one li
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
 
@@ -18,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from netgraph import trace_model  # noqa: E402
 from netgraph.errors import BadCheckpoint, NetgraphError  # noqa: E402
 from netgraph.io._onnx import audit_onnx, prune_onnx, read_onnx  # noqa: E402
-from netgraph.testing.models import MODELS, randomize_bn  # noqa: E402
+from netgraph.testing.models import MODELS, prune_at_random as _prune  # noqa: E402
 
 
 class GatedResNet(nn.Module):
@@ -40,16 +39,6 @@ class GatedResNet(nn.Module):
         g = torch.sigmoid(self.se2(torch.relu(self.se1(z.mean((2, 3))))))
         z = z * g[:, :, None, None]
         return self.fc(torch.flatten(nn.functional.max_pool2d(z, 2), 1))
-
-
-def _prune(model: nn.Module, rate: float, seed: int) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.mul_((torch.rand(m.weight.shape, generator=gen) >= rate).to(m.weight.dtype))
-    randomize_bn(model, gen)
-    return model.eval()
 
 
 def _export(model: nn.Module, shape, path, *, fold: bool = True) -> str:

@@ -214,6 +214,18 @@ def randomize_bn(model: nn.Module, generator: torch.Generator) -> nn.Module:
     return model
 
 
+def prune_at_random(model: nn.Module, rate: float, seed: int) -> nn.Module:
+    """Zero each Conv2d / Linear weight with probability ``rate`` (plain format), then
+    :func:`randomize_bn` with the same generator; returns the model in eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_((torch.rand(m.weight.shape, generator=gen) >= rate).to(m.weight.dtype))
+    randomize_bn(model, gen)
+    return model.eval()
+
+
 MODELS = {
     "mlp": (mlp, (2, 12)),
     "resnet": (ResNet, (1, 3, 32, 32)),
