@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
+            torch.manual_seed(0)  # the random initialisation too, so a rerun gives the same table
             model = getattr(torchvision.models, name)(weights=None).eval()
             prune_at_random(model, args.rate, 0)
             path = os.path.join(tmp, f"{name}.onnx")
