@@ -343,8 +343,12 @@ def _check_batchnorms(tensors: Mapping[str, np.ndarray], path: str) -> None:
                 )
 
 
-def _prunable(tensors: Mapping[str, np.ndarray], path: str) -> dict[str, PrunableWeight]:
-    out: dict[str, PrunableWeight] = {}
+def prunable_layout(tensors: Mapping[str, Any], path: str) -> dict[str, tuple[str, str | None]]:
+    """Prunable weights by user name → ``(values key, mask key or None)``, in natural key order:
+    prune-format pairs and plain weights with two or more dimensions.  Reads shapes and dtypes
+    only (values may be placeholders), so the in-memory reader and the streaming audit share
+    it and refuse the same files with the same lines."""
+    out: dict[str, tuple[str, str | None]] = {}
     for key in sorted(tensors, key=natural_key):
         t = tensors[key]
         if key.endswith("_mask"):
@@ -361,16 +365,25 @@ def _prunable(tensors: Mapping[str, np.ndarray], path: str) -> dict[str, Prunabl
                 raise BadCheckpoint(f"{path}: weight {show(base)} has shape {tuple(t.shape)}: it is empty")
             if base in out:
                 raise BadCheckpoint(f"{path}: {show(base)} is stored both plain and in prune format; keep one")
-            out[base] = PrunableWeight(base, t.astype(bool), orig, True)
+            out[base] = (base + "_orig", key)
         elif key.endswith("_orig"):
             if key[: -len("_orig")] + "_mask" not in tensors:
                 raise BadCheckpoint(f"{path}: {show(key)} has no matching _mask; prune format stores both")
-        elif t.ndim >= 2 and t.dtype.kind in "fiu":
+        elif len(t.shape) >= 2 and t.dtype.kind in "fiu":
             if t.size == 0:
                 raise BadCheckpoint(f"{path}: weight {show(key)} has shape {tuple(t.shape)}: it is empty")
             if key in out:
                 raise BadCheckpoint(f"{path}: {show(key)} is stored both plain and in prune format; keep one")
-            out[key] = PrunableWeight(key, t != 0, t, False)
+            out[key] = (key, None)
+    return out
+
+
+def _prunable(tensors: Mapping[str, np.ndarray], path: str) -> dict[str, PrunableWeight]:
+    out: dict[str, PrunableWeight] = {}
+    for name, (values, mask) in prunable_layout(tensors, path).items():
+        v = tensors[values]
+        out[name] = (PrunableWeight(name, tensors[mask].astype(bool), v, True) if mask is not None
+                     else PrunableWeight(name, v != 0, v, False))
     return out
 
 

@@ -39,7 +39,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from ..errors import BadCheckpoint, NetgraphError, show
-from ._checkpoint import Checkpoint, PrunableWeight, natural_key
+from ._checkpoint import Checkpoint, PrunableWeight
 
 __all__ = ["StreamResult", "audit_path", "stream_audit", "audit_arrays", "CHUNK_BYTES"]
 
@@ -312,36 +312,12 @@ def _stub(shape, dtype) -> np.ndarray:
 
 
 def _prunable_layout(entries: Mapping[str, _Entry], path: str) -> dict[str, tuple[str, str | None, _Entry]]:
-    """``_checkpoint._prunable`` on shapes: name -> (values key, mask key or None, entry); the
-    same refusals in the same order (a test compares them on the bad-input table)."""
-    out: dict[str, tuple[str, str | None, _Entry]] = {}
-    for key in sorted(entries, key=natural_key):
-        t = entries[key]
-        if key.endswith("_mask"):
-            base = key[: -len("_mask")]
-            orig = entries.get(base + "_orig")
-            if orig is None:
-                raise BadCheckpoint(f"{path}: mask {show(key)} has no {show(base + '_orig')}; prune format stores both")
-            if orig.shape != t.shape:
-                raise BadCheckpoint(
-                    f"{path}: mask {show(key)} has shape {tuple(t.shape)} but {show(base + '_orig')} has "
-                    f"{tuple(orig.shape)}; they must match"
-                )
-            if t.size == 0:
-                raise BadCheckpoint(f"{path}: weight {show(base)} has shape {tuple(t.shape)}: it is empty")
-            if base in out:
-                raise BadCheckpoint(f"{path}: {show(base)} is stored both plain and in prune format; keep one")
-            out[base] = (base + "_orig", key, t)
-        elif key.endswith("_orig"):
-            if key[: -len("_orig")] + "_mask" not in entries:
-                raise BadCheckpoint(f"{path}: {show(key)} has no matching _mask; prune format stores both")
-        elif len(t.shape) >= 2 and t.dtype.kind in "fiu":
-            if t.size == 0:
-                raise BadCheckpoint(f"{path}: weight {show(key)} has shape {tuple(t.shape)}: it is empty")
-            if key in out:
-                raise BadCheckpoint(f"{path}: {show(key)} is stored both plain and in prune format; keep one")
-            out[key] = (key, None, t)
-    return out
+    """:func:`netgraph.io._checkpoint.prunable_layout` on the entries' shapes, with the entry
+    that holds each weight's kept set (the mask, or the values of a plain weight)."""
+    from ._checkpoint import prunable_layout
+
+    return {name: (values, mask, entries[mask if mask is not None else values])
+            for name, (values, mask) in prunable_layout(entries, path).items()}
 
 
 class _LazyTensors(Mapping):
